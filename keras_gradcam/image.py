@@ -1,0 +1,134 @@
+"""Pictures: colour-map heatmaps, overlay them on images, save PNGs, plot grids."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def to_unit_rgb(images) -> np.ndarray:
+    """Images as float32 RGB in [0, 1], `(batch, H, W, 3)`.
+
+    Accepts uint8 or float images (0-1 or 0-255), grayscale `(batch, H, W)` or `(batch, H, W, 1)`.
+    """
+    x = np.asarray(images)
+    if x.ndim == 3 and x.shape[-1] not in (1, 3, 4):
+        x = x[..., None]
+    if x.ndim != 4 or x.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            "`images` must be (batch, H, W), (batch, H, W, 1) or (batch, H, W, 3). "
+            f"Received: images.shape={x.shape}."
+        )
+    x = x[..., :3].astype(np.float32)
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    if np.asarray(images).dtype == np.uint8 or x.max(initial=0.0) > 1.0:
+        x = x / 255.0
+    return np.clip(x, 0.0, 1.0)
+
+
+def resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinearly resize `(batch, h, w)` maps to `(batch, *size)`."""
+    maps = np.asarray(maps, np.float32)
+    if maps.shape[1:3] == tuple(size):
+        return maps
+    import tensorflow as tf
+
+    return tf.image.resize(maps[..., None], size, method="bilinear").numpy()[..., 0]
+
+
+def colorize(heatmaps, colormap: str = "jet") -> np.ndarray:
+    """Colour `(batch, H, W)` maps in [0, 1] with a matplotlib colour map: float RGB in [0, 1]."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[colormap]
+    return cmap(np.clip(np.asarray(heatmaps, np.float32), 0.0, 1.0))[..., :3].astype(np.float32)
+
+
+def overlay(images, heatmaps, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
+    """Overlay heatmaps on images, following the Grad-CAM display steps.
+
+    Steps: image / 255; heatmap scaled to its maximum; resized to the image; coloured; added
+    with weight `alpha`; the sum rescaled to [0, 255].
+
+    Args:
+        images: `(batch, H, W[, C])` or one `(H, W[, C])` image; uint8 or float (0-1 or 0-255),
+            RGB or grayscale. Display images may be larger than the model input.
+        heatmaps: `(batch, h, w)` or one `(h, w)` map, non-negative.
+        colormap: Name of a matplotlib colour map.
+        alpha: Weight of the heatmap.
+
+    Returns:
+        uint8 RGB `(batch, H, W, 3)` (or `(H, W, 3)` for a single image).
+    """
+    heatmaps = np.asarray(heatmaps, np.float32)
+    single = heatmaps.ndim == 2
+    if single:
+        heatmaps = heatmaps[None]
+        images = np.asarray(images)[None]
+    base = to_unit_rgb(images)
+    if heatmaps.ndim != 3 or len(heatmaps) != len(base):
+        raise ValueError(
+            "`heatmaps` must be (batch, h, w) with one map per image. Received: "
+            f"heatmaps.shape={heatmaps.shape} for {len(base)} images."
+        )
+    if not np.isfinite(heatmaps).all():
+        raise ValueError("`heatmaps` contain NaN or infinite values.")
+    peak = heatmaps.max(axis=(1, 2), keepdims=True)
+    heatmaps = np.divide(heatmaps, peak, out=np.zeros_like(heatmaps), where=peak > 0)
+    mixed = base + alpha * colorize(resize(heatmaps, base.shape[1:3]), colormap)
+    low = mixed.min(axis=(1, 2, 3), keepdims=True)
+    span = mixed.max(axis=(1, 2, 3), keepdims=True) - low
+    mixed = np.divide(mixed - low, span, out=np.zeros_like(mixed), where=span > 0)
+    out = np.round(mixed * 255.0).astype(np.uint8)
+    return out[0] if single else out
+
+
+def save_png(path: str | os.PathLike, image) -> str:
+    """Write one uint8 (or [0, 1] float) RGB/grayscale image to a PNG file. Returns the path."""
+    import matplotlib.image
+
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"`image` must be (H, W) or (H, W, C). Received: image.shape={image.shape}.")
+    if image.dtype != np.uint8:
+        image = np.round(np.clip(image.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    matplotlib.image.imsave(os.fspath(path), image, cmap="gray" if image.ndim == 2 else None)
+    return os.fspath(path)
+
+
+def plot(images, heatmaps=None, titles: Sequence[str] | None = None, cols: int = 4,
+         colormap: str = "jet", alpha: float = 0.4, size: float = 2.5):
+    """A grid of overlays (or plain images when `heatmaps` is None) as a matplotlib Figure.
+
+    Args:
+        images: `(batch, H, W[, C])` images.
+        heatmaps: `(batch, h, w)` maps, or None.
+        titles: One title per image.
+        cols: Number of columns.
+        colormap, alpha: As in `overlay`.
+        size: Size of one cell in inches.
+
+    Returns:
+        A `matplotlib.figure.Figure`.
+    """
+    from matplotlib.figure import Figure
+
+    pictures = overlay(images, heatmaps, colormap, alpha) if heatmaps is not None else (
+        np.round(to_unit_rgb(images) * 255).astype(np.uint8)
+    )
+    n = len(pictures)
+    cols = max(1, min(cols, n))
+    rows = -(-n // cols)
+    figure = Figure(figsize=(cols * size, rows * size), layout="constrained")
+    for i in range(rows * cols):
+        axis = figure.add_subplot(rows, cols, i + 1)
+        axis.axis("off")
+        if i < n:
+            axis.imshow(pictures[i])
+            if titles is not None and i < len(titles):
+                axis.set_title(str(titles[i]), fontsize=9)
+    return figure

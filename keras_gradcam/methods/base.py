@@ -1,0 +1,416 @@
+"""BaseCAM: one core for the CAM family.
+
+It owns the user's model (shared, never changed), the compiled step and the post-processing.
+A method overrides one hook: `channel_weights(A, dA)` (Grad-CAM family) or `compute_maps(A, dA)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_gradcam.errors import InvalidInputError, ModelNotSupportedError
+from keras_gradcam.layers import LayerPath, resolve_layer
+from keras_gradcam.maps import normalize_maps, resize_maps, spatial_mean, weighted_sum
+from keras_gradcam.model import ScoreModel
+from keras_gradcam.targets import TOP1, Targets, call_target, class_ids, select_scores
+
+
+@dataclasses.dataclass
+class Explanation:
+    """What one explain call returns.
+
+    Attributes:
+        heatmaps: float32 `(batch, *spatial)`, in [0, 1] when normalised.
+        targets: int32 `(batch,)`, the class explained per sample (-1 for callable targets).
+        scores: float32 `(batch,)`, the differentiated score (pre-softmax unless
+            `score="probability"`).
+        logits: float32 `(batch, classes)`, the explained output's scores for every class
+            (summed over positions for dense outputs).
+    """
+
+    heatmaps: np.ndarray
+    targets: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+
+    @property
+    def predicted(self) -> np.ndarray:
+        """The top-1 class per sample, int32 `(batch,)`."""
+        return self.logits.argmax(axis=-1).astype(np.int32)
+
+
+def default_jit_compile() -> bool:
+    """XLA where it pays: on when a GPU is visible, off on CPU (measured slower there)."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+class BaseCAM:
+    """Base of every CAM method: builds once, explains whole batches in one compiled call.
+
+    Args:
+        model: A built Keras model (Sequential, functional, nested, multi-input/output or
+            subclassed). It is never changed.
+        layer: The layer whose feature maps are weighted: `None` (the last layer with a spatial
+            output, looking inside nested models), a name, an `"outer/inner"` path, a layer
+            object or an index into `model.layers`.
+        output: Which model output the targets refer to (index or name). Defaults to 0.
+        score: `"logits"` (default) differentiates the score before a final softmax/sigmoid,
+            as the Grad-CAM paper asks; `"probability"` the activated output.
+        jit_compile: `None` (XLA when a GPU is visible), `True` or `False`.
+        batch_size: Largest number of samples run at once; larger inputs are split.
+    """
+
+    uses_gradients: ClassVar[bool] = True
+    name: ClassVar[str] = "base"
+
+    def __init__(
+        self,
+        model: keras.Model,
+        layer: Any = None,
+        *,
+        output: int | str = 0,
+        score: str = "logits",
+        jit_compile: bool | None = None,
+        batch_size: int = 32,
+    ):
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"`model` must be a keras.Model. Received: model of type {type(model).__name__}."
+            )
+        if score not in ("logits", "probability"):
+            raise ValueError(
+                f"`score` must be 'logits' or 'probability'. Received: score={score!r}."
+            )
+        _check_batch_size(batch_size)
+        self.model = model
+        self.path: LayerPath = resolve_layer(model, layer)
+        self.score = score
+        self.output_index = _output_index(model, output)
+        self.jit_compile = default_jit_compile() if jit_compile is None else bool(jit_compile)
+        self.batch_size = batch_size
+        self.trace_count = 0
+        self._score_model = ScoreModel(model, self.path, pre_activation=score == "logits")
+        self._steps: dict[Any, tf.types.experimental.GenericFunction] = {}
+        self._num_classes: int | None = _num_classes(model, self.output_index)
+
+    @property
+    def layer(self) -> keras.layers.Layer:
+        """The resolved layer whose feature maps are explained."""
+        return self.path[-1]
+
+    # ---- hooks -------------------------------------------------------------------------------
+
+    def channel_weights(self, activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+        """Weights `(batch, channels)` of the feature maps. Grad-CAM: spatial mean of dA."""
+        return spatial_mean(gradients)
+
+    def compute_maps(self, activations: tf.Tensor, gradients: tf.Tensor | None) -> tf.Tensor:
+        """Maps `(batch, *spatial)` before the ReLU: `sum_k w_k A_k` by default."""
+        return weighted_sum(self.channel_weights(activations, gradients), activations)
+
+    # ---- public API --------------------------------------------------------------------------
+
+    def __call__(
+        self,
+        images: Any,
+        targets: Targets = None,
+        *,
+        resize: bool = True,
+        normalize: bool = True,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
+        """Explain a batch.
+
+        Args:
+            images: Model inputs with a batch axis: an array or tensor, or for multi-input
+                models a list or dict of them.
+            targets: `None` (top-1 class per sample), an int (that class for all), one class
+                per sample, or a callable taking the model outputs and returning a score per
+                sample.
+            resize: Upsample the maps to the input's spatial size.
+            normalize: Scale each map into [0, 1] by its maximum (all-zero maps stay zero).
+            batch_size: Override the constructor's `batch_size` for this call.
+
+        Returns:
+            float32 array `(batch, H, W)` (or `(batch, length)`, `(batch, D, H, W)`).
+        """
+        return self.explain(
+            images, targets, resize=resize, normalize=normalize, batch_size=batch_size
+        ).heatmaps
+
+    def explain(
+        self,
+        images: Any,
+        targets: Targets = None,
+        *,
+        resize: bool = True,
+        normalize: bool = True,
+        batch_size: int | None = None,
+    ) -> Explanation:
+        """Like `__call__`, but also returns the explained classes, scores and logits."""
+        inputs, n = self._prepare_inputs(images)
+        batch_size = self.batch_size if batch_size is None else _check_batch_size(batch_size)
+        target_fn = targets if callable(targets) else None
+        step = self._step(inputs, target_fn, bool(resize), bool(normalize))
+        ids = np.full((n,), TOP1, np.int32) if target_fn else class_ids(
+            targets, n, self._num_classes
+        )
+        parts = []
+        for start in range(0, n, batch_size):
+            chunk = keras.tree.map_structure(lambda x: x[start : start + batch_size], inputs)
+            out = step(chunk, ids[start : start + batch_size])
+            if not bool(out["finite"]):
+                raise InvalidInputError(
+                    "`images` contain NaN or infinite values; Grad-CAM of such inputs is "
+                    "meaningless. Clean or re-normalise the images first."
+                )
+            parts.append(out)
+        result = {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0] if k != "finite"}
+        if target_fn:
+            result["targets"] = np.full((n,), -1, np.int32)
+        return Explanation(**result)
+
+    # ---- the compiled step -------------------------------------------------------------------
+
+    def raw_maps(self, inputs, ids, target_fn) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Run the model (and the backward pass if needed); return maps before the ReLU.
+
+        Returns:
+            `(maps, scores, ids, logits)`.
+        """
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+
+            def watch(tensor):
+                tape.watch(tensor)
+                return tensor
+
+            activations, outputs = self._score_model(inputs, watch if self.uses_gradients else _same)
+            scores, ids, logits = self._scores(outputs, ids, target_fn)
+        gradients = None
+        if self.uses_gradients:
+            gradients = tape.gradient(scores, activations)
+            if gradients is None:
+                raise ModelNotSupportedError(
+                    f"The explained score does not depend on layer {self.layer.name!r}; pick a "
+                    "layer on the path to the explained output (see `output=`)."
+                )
+            gradients = tf.cast(gradients, tf.float32)
+        maps = self.compute_maps(tf.cast(activations, tf.float32), gradients)
+        return maps, scores, ids, logits
+
+    def _scores(self, outputs, ids, target_fn):
+        explained = outputs[self.output_index]
+        scores, ids = select_scores(explained, ids)
+        if target_fn is not None:
+            scores = call_target(target_fn, outputs)
+        logits = tf.cast(explained, tf.float32)
+        if logits.shape.rank == 1:
+            logits = logits[:, None]
+        if logits.shape.rank > 2:
+            logits = tf.reduce_sum(logits, axis=list(range(1, logits.shape.rank - 1)))
+        return scores, ids, logits
+
+    def _step(self, inputs, target_fn, resize: bool, normalize: bool):
+        signature = keras.tree.map_structure(
+            lambda x: tf.TensorSpec((None, *x.shape[1:]), x.dtype), inputs
+        )
+        key = (repr(signature), target_fn, resize, normalize)
+        if key in self._steps:
+            return self._steps[key]
+        size = _spatial_size(inputs, self.layer, resize)
+
+        def step(inputs, ids):
+            self.trace_count += 1
+            finite = tf.reduce_all(
+                [tf.reduce_all(tf.math.is_finite(x)) for x in keras.tree.flatten(inputs)
+                 if x.dtype.is_floating] or [tf.constant(True)]
+            )
+            maps, scores, ids, logits = self.raw_maps(inputs, ids, target_fn)
+            maps = tf.nn.relu(maps)
+            if size is not None:
+                maps = resize_maps(maps, size)
+            if normalize:
+                maps = normalize_maps(maps)
+            return {"heatmaps": maps, "targets": ids, "scores": scores, "logits": logits,
+                    "finite": finite}
+
+        function = tf.function(
+            step,
+            input_signature=(signature, tf.TensorSpec((None,), tf.int32)),
+            jit_compile=self.jit_compile,
+        )
+        try:
+            concrete = function.get_concrete_function()
+        except (ModelNotSupportedError, InvalidInputError):
+            raise
+        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
+            shapes = keras.tree.map_structure(lambda x: tuple(x.shape), inputs)
+            raise InvalidInputError(
+                f"The model could not run on inputs of shape {shapes}: "
+                f"{str(error).strip().splitlines()[0]} Check that the inputs match the model's "
+                "input shape and dtype."
+            ) from error
+        logits_shape = concrete.structured_outputs["logits"].shape
+        if self._num_classes is None and logits_shape[-1] is not None:
+            self._num_classes = int(logits_shape[-1])
+        self._steps[key] = function
+        return function
+
+    # ---- inputs ------------------------------------------------------------------------------
+
+    def _prepare_inputs(self, images) -> tuple[Any, int]:
+        expected = _expected_inputs(self.model)
+        if isinstance(images, dict):
+            leaves = list(images.values())
+        elif isinstance(images, (list, tuple)) and expected is not None and len(expected) > 1:
+            leaves = list(images)
+        else:
+            leaves = [images]
+            images = images
+        if expected is not None and len(leaves) != len(expected):
+            raise InvalidInputError(
+                f"The model takes {len(expected)} inputs "
+                f"({', '.join(repr(t.name) for t in expected)}). Received {len(leaves)}. "
+                "Pass a list (in model input order) or a dict keyed by input name."
+            )
+        if isinstance(images, dict) and expected is not None:
+            names = [t.name for t in expected]
+            unknown = sorted(set(images) - set(names))
+            if unknown:
+                raise InvalidInputError(
+                    f"Unknown input names {unknown}. The model's inputs are {names}."
+                )
+            ordered = [images[name] for name in names]
+            pairs = list(zip(ordered, expected))
+        else:
+            pairs = list(zip(leaves, expected)) if expected is not None else [
+                (x, None) for x in leaves
+            ]
+        converted = [_to_tensor(x, spec) for x, spec in pairs]
+        sizes = {int(x.shape[0]) for x in converted}
+        if len(sizes) != 1:
+            raise InvalidInputError(
+                f"All inputs must hold the same number of samples. Received sizes {sorted(sizes)}."
+            )
+        n = sizes.pop()
+        if n == 0:
+            raise InvalidInputError("`images` is empty: pass at least one sample.")
+        if isinstance(images, dict):
+            structured = dict(zip([t.name for t in expected] if expected else images, converted))
+        elif len(converted) > 1 or isinstance(images, (list, tuple)) and expected is not None:
+            structured = converted if len(converted) > 1 else converted[0]
+        else:
+            structured = converted[0]
+        return structured, n
+
+
+def _same(tensor):
+    return tensor
+
+
+def _check_batch_size(batch_size) -> int:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}.")
+    return int(batch_size)
+
+
+def _expected_inputs(model) -> list | None:
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return list(inputs) if inputs else None
+
+
+def _to_tensor(x, spec) -> tf.Tensor:
+    if not isinstance(x, (np.ndarray, tf.Tensor)) and not hasattr(x, "__array__"):
+        raise InvalidInputError(
+            f"`images` must be arrays or tensors. Received: {type(x).__name__}."
+        )
+    dtype = tf.as_dtype(spec.dtype) if spec is not None else None
+    if dtype is None:
+        kind = np.dtype(x.dtype.as_numpy_dtype if isinstance(x, tf.Tensor) else x.dtype).kind
+        dtype = tf.float32 if kind == "f" or kind in "ub" else tf.as_dtype(x.dtype)
+    tensor = tf.convert_to_tensor(x)
+    if tensor.dtype != dtype:
+        tensor = tf.cast(tensor, dtype)
+    if spec is not None:
+        expected = tuple(spec.shape)
+        got = tuple(tensor.shape)
+        if len(got) != len(expected) or any(
+            e is not None and e != g for e, g in zip(expected[1:], got[1:])
+        ):
+            hint = (
+                " Add a batch axis, e.g. `images[None]`." if len(got) == len(expected) - 1 else ""
+            )
+            raise InvalidInputError(
+                f"`images` must be a batched {len(expected)}D array matching the model input "
+                f"shape {expected}. Received: images.shape={got}.{hint}"
+            )
+    elif tensor.shape.rank is None or tensor.shape.rank < 2:
+        raise InvalidInputError(
+            f"`images` must have a batch axis. Received: images.shape={tuple(tensor.shape)}."
+        )
+    return tensor
+
+
+def _output_index(model, output) -> int:
+    names = list(getattr(model, "output_names", None) or [])
+    try:
+        count = len(model.outputs)
+    except (AttributeError, ValueError):
+        count = None
+    if isinstance(output, str):
+        if output not in names:
+            raise ValueError(f"No model output named {output!r}. Outputs: {names}.")
+        return names.index(output)
+    if isinstance(output, bool) or not isinstance(output, (int, np.integer)):
+        raise TypeError(f"`output` must be an index or an output name. Received: {output!r}.")
+    if count is not None and not 0 <= output < count:
+        raise ValueError(
+            f"`output` must be in [0, {count - 1}]: the model has {count} outputs "
+            f"{names}. Received: output={output}."
+        )
+    return int(output)
+
+
+def _num_classes(model, index: int) -> int | None:
+    try:
+        shape = model.outputs[index].shape
+    except (AttributeError, ValueError, IndexError, TypeError):
+        return None
+    return int(shape[-1]) if len(shape) >= 2 and shape[-1] is not None else 1
+
+
+def _spatial_size(inputs, layer, resize: bool) -> tuple[int, ...] | None:
+    """The input's spatial size that maps are resized to (None: keep the layer's resolution)."""
+    if not resize:
+        return None
+    rank = _map_rank(layer)
+    for x in keras.tree.flatten(inputs):
+        if x.shape.rank == rank + 2 and None not in x.shape[1:-1]:
+            return tuple(int(d) for d in x.shape[1:-1])
+    for x in keras.tree.flatten(inputs):  # e.g. grayscale images without a channel axis
+        if x.shape.rank == rank + 1 and None not in x.shape[1:]:
+            return tuple(int(d) for d in x.shape[1:])
+    raise InvalidInputError(
+        "`resize=True` needs an input with as many spatial axes as the layer's maps "
+        f"({rank}); none of the inputs has. Pass `resize=False`."
+    )
+
+
+def _map_rank(layer) -> int:
+    try:
+        return len(layer.output.shape) - 2
+    except (AttributeError, ValueError):
+        return len(layer.kernel_size)
+
+
+__all__ = ["BaseCAM", "Explanation", "default_jit_compile"]
+_ = (Callable, Sequence)
