@@ -14,18 +14,27 @@ __version__ = "0.1.0"
 
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras as _keras  # noqa: E402
-
 from keras_gradcam.errors import BackendError  # noqa: E402
 
-if _keras.backend.backend() != "tensorflow":
-    raise BackendError(
-        "keras-gradcam needs the TensorFlow backend of Keras, but Keras is running on "
-        f"{_keras.backend.backend()!r}. Set the environment variable KERAS_BACKEND=tensorflow "
-        "before importing keras (or in ~/.keras/keras.json), then restart Python."
-    )
 
-from keras_gradcam import errors  # noqa: E402
+def _check_backend(name: str) -> None:
+    if name != "tensorflow":
+        raise BackendError(
+            "keras-gradcam needs the TensorFlow backend of Keras, but Keras is set to "
+            f"{name!r}. Set the environment variable KERAS_BACKEND=tensorflow before importing "
+            "keras (or edit ~/.keras/keras.json), then restart Python."
+        )
+
+
+# Check before importing keras: with another backend, keras may fail on a missing jax/torch.
+_check_backend(_os.environ.get("KERAS_BACKEND", "tensorflow"))
+
+import keras as _keras  # noqa: E402
+
+_check_backend(_keras.backend.backend())
+
+from keras_gradcam import errors, metrics  # noqa: E402
+from keras_gradcam.callbacks import GradCAMCallback  # noqa: E402
 from keras_gradcam.errors import (  # noqa: E402
     InvalidInputError,
     InvalidTargetError,
@@ -41,6 +50,7 @@ __all__ = [
     "BaseCAM",
     "Explanation",
     "GradCAM",
+    "GradCAMCallback",
     "InvalidInputError",
     "InvalidTargetError",
     "LayerNotFoundError",
@@ -49,6 +59,7 @@ __all__ = [
     "__version__",
     "colorize",
     "errors",
+    "metrics",
     "overlay",
     "plot",
     "save_png",

@@ -28,4 +28,4 @@ class InvalidTargetError(KerasGradCAMError, ValueError):
 
 
 class ModelNotSupportedError(KerasGradCAMError, ValueError):
-    """The model cannot be explained as asked (e.g. unbuilt, or not conv -> GAP -> dense for CAM)."""
+    """The model cannot be explained as asked (e.g. unbuilt; not conv -> GAP -> dense for CAM)."""

@@ -92,7 +92,9 @@ def save_png(path: str | os.PathLike, image) -> str:
 
     image = np.asarray(image)
     if image.ndim not in (2, 3):
-        raise ValueError(f"`image` must be (H, W) or (H, W, C). Received: image.shape={image.shape}.")
+        raise ValueError(
+            f"`image` must be (H, W) or (H, W, C). Received: image.shape={image.shape}."
+        )
     if image.dtype != np.uint8:
         image = np.round(np.clip(image.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

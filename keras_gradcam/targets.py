@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Union
 
 import numpy as np
 import tensorflow as tf
 
 from keras_gradcam.errors import InvalidTargetError
 
-Targets = Union[None, int, Sequence[int], np.ndarray, Callable]
+Targets = int | Sequence[int] | np.ndarray | Callable | None
 
 TOP1 = -1  # class id meaning "the highest-scoring class of this sample"
 

@@ -1,0 +1,59 @@
+"""Pictures: overlay, colour maps, PNG export, plots."""
+
+import matplotlib.image
+import numpy as np
+import pytest
+
+import keras_gradcam as kgc
+
+
+@pytest.fixture
+def heatmaps():
+    maps = np.zeros((2, 4, 4), np.float32)
+    maps[:, 1, 2] = 1.0
+    return maps
+
+
+def test_overlay_accepts_uint8_and_float_scales_alike(heatmaps):
+    rng = np.random.default_rng(0)
+    uint8 = rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    out = kgc.overlay(uint8, heatmaps)
+    assert out.dtype == np.uint8 and out.shape == (2, 8, 8, 3)
+    np.testing.assert_array_equal(kgc.overlay(uint8 / 255.0, heatmaps), out)
+    np.testing.assert_array_equal(kgc.overlay(uint8.astype(np.float32), heatmaps), out)
+
+
+def test_overlay_grayscale_single_and_larger_display_image(heatmaps):
+    gray = np.full((2, 32, 32), 0.5, np.float32)
+    out = kgc.overlay(gray, heatmaps)
+    assert out.shape == (2, 32, 32, 3)
+    assert kgc.overlay(gray[0, ..., None], heatmaps[0]).shape == (32, 32, 3)
+    hot = out[0, 8:16, 16:24].astype(float)  # where the heatmap peaks, jet is red
+    assert hot[..., 0].mean() > hot[..., 2].mean()
+
+
+def test_overlay_follows_the_seed_display_steps():
+    image = np.zeros((1, 2, 2, 3), np.uint8)
+    image[0, 0, 0] = 255
+    heatmap = np.array([[[0.0, 0.0], [0.0, 2.0]]], np.float32)  # scaled to its max first
+    colour = kgc.colorize(np.array([[[0.0, 0.0], [0.0, 1.0]]]))
+    mixed = image / 255.0 + 0.4 * colour
+    expected = np.round((mixed - mixed.min()) / (mixed.max() - mixed.min()) * 255)
+    np.testing.assert_allclose(kgc.overlay(image, heatmap, alpha=0.4), expected, atol=1)
+
+
+def test_overlay_rejects_mismatched_counts(heatmaps):
+    with pytest.raises(ValueError, match="one map per image"):
+        kgc.overlay(np.zeros((3, 8, 8, 3)), heatmaps)
+
+
+def test_save_png_round_trip(tmp_path, heatmaps):
+    picture = kgc.overlay(np.zeros((2, 8, 8, 3), np.uint8), heatmaps)
+    path = kgc.save_png(tmp_path / "sub" / "a.png", picture[0])
+    loaded = matplotlib.image.imread(path)
+    np.testing.assert_array_equal(np.round(loaded[..., :3] * 255).astype(np.uint8), picture[0])
+
+
+def test_plot_returns_a_grid_figure(heatmaps):
+    figure = kgc.plot(np.zeros((2, 8, 8, 3)), heatmaps, titles=["a", "b"], cols=1)
+    assert len(figure.axes) == 2 and figure.axes[1].get_title() == "b"
