@@ -1,0 +1,178 @@
+"""The `keras-gradcam` command: `demo` and `explain`."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import os
+import sys
+import warnings
+
+PREPROCESS = ("none", "scale01", "tf", "caffe", "torch")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `keras-gradcam` (and `python -m keras_gradcam`). Returns the exit code."""
+    from keras_gradcam import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="keras-gradcam", description="Grad-CAM and the CAM family for Keras models."
+    )
+    parser.add_argument("--version", action="version", version=f"keras-gradcam {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser(
+        "demo", help="train a small CNN with a planted shortcut and watch Grad-CAM find it"
+    )
+    demo.add_argument("--out", default="gradcam-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
+    demo.add_argument("--data", choices=("auto", "fashion-mnist", "shapes"), default="auto",
+                      help="Fashion-MNIST from Debian's dataset-fashion-mnist, or generated shapes")
+
+    explain = commands.add_parser("explain", help="explain images with a saved .keras/.h5 model")
+    explain.add_argument("model", help="path of a .keras or .h5 model")
+    explain.add_argument("images", nargs="+", help="image files, folders or globs (PNG/JPEG)")
+    explain.add_argument("--out", required=True, help="output folder")
+    explain.add_argument("--layer", default=None, help="layer name or 'outer/inner' path")
+    explain.add_argument("--method", default="gradcam", help="method name (default: gradcam)")
+    explain.add_argument("--target", default="auto", help="'auto' (top-1) or a class index")
+    explain.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+                         help="resize images to H W (default: the model's input size)")
+    explain.add_argument("--preprocess", choices=PREPROCESS, default="scale01",
+                         help="input scaling the model expects (default: %(default)s)")
+    explain.add_argument("--batch-size", type=int, default=16)
+    explain.add_argument("--unsafe", action="store_true",
+                         help="load with safe_mode off (only for models you trust: Lambda layers)")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            from keras_gradcam.demo import run_demo
+
+            return run_demo(args.out, epochs=args.epochs, data=args.data)
+        return _explain(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _error(message: str) -> None:
+    print(f"keras-gradcam: error: {message}", file=sys.stderr)
+
+
+def _expand(patterns: list[str]) -> list[str]:
+    files = []
+    for pattern in patterns:
+        if os.path.isdir(pattern):
+            files += sorted(
+                os.path.join(pattern, name) for name in os.listdir(pattern)
+                if name.lower().endswith(IMAGE_SUFFIXES)
+            )
+        elif any(ch in pattern for ch in "*?["):
+            files += sorted(glob.glob(pattern))
+        else:
+            files.append(pattern)
+    return files
+
+
+def _read_image(path: str, size: tuple[int, int], channels: int):
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("L" if channels == 1 else "RGB").resize(
+            (size[1], size[0]), Image.BILINEAR
+        )
+        array = np.asarray(image, np.float32)
+    return array[..., None] if channels == 1 else array
+
+
+def _preprocess(batch, mode: str):
+    if mode == "none":
+        return batch
+    if mode == "scale01":
+        return batch / 255.0
+    from keras.applications import imagenet_utils
+
+    return imagenet_utils.preprocess_input(batch.copy(), mode=mode)
+
+
+def _explain(args) -> int:
+    import keras
+    import numpy as np
+
+    import keras_gradcam as kgc
+
+    if args.target != "auto" and not args.target.lstrip("-").isdigit():
+        _error(f"--target must be 'auto' or a class index. Received: {args.target!r}.")
+        return 2
+    if args.unsafe:
+        warnings.warn("Loading the model with safe_mode off: it may run code stored in the file.",
+                      stacklevel=1)
+    try:
+        model = keras.models.load_model(args.model, compile=False, safe_mode=not args.unsafe)
+    except Exception as error:  # noqa: BLE001 - any load failure becomes one clear line
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        hint = " (if it holds Lambda layers you trust, add --unsafe)" if "safe_mode" in first else ""
+        _error(f"cannot load model {args.model!r}: {first}{hint}")
+        return 2
+    try:
+        explainer = kgc.get_method(args.method)(model, layer=args.layer)
+    except (kgc.errors.KerasGradCAMError, ValueError, TypeError) as error:
+        _error(str(error))
+        return 2
+    shape = tuple(model.inputs[0].shape[1:]) if model.inputs else (None, None, 3)
+    size = tuple(args.size) if args.size else shape[:2]
+    if None in size:
+        _error("the model's input size is not fixed; pass --size H W.")
+        return 2
+    channels = shape[-1] if shape[-1] in (1, 3) else 3
+    files = _expand(args.images)
+    if not files:
+        _error("no images found in " + " ".join(args.images))
+        return 2
+    os.makedirs(args.out, exist_ok=True)
+    failures = 0
+    rows = []
+    progress = keras.utils.Progbar(len(files), unit_name="image")
+    for start in range(0, len(files), args.batch_size):
+        names, raw = [], []
+        for path in files[start : start + args.batch_size]:
+            try:
+                raw.append(_read_image(path, size, channels))
+                names.append(path)
+            except Exception as error:  # noqa: BLE001 - report and go on with the others
+                failures += 1
+                _error(f"cannot read image {path!r}: {error}")
+        if raw:
+            batch = np.stack(raw)
+            targets = None if args.target == "auto" else int(args.target)
+            try:
+                result = explainer.explain(_preprocess(batch, args.preprocess), targets)
+            except kgc.errors.KerasGradCAMError as error:
+                _error(str(error))
+                return 2
+            probabilities = model.predict(_preprocess(batch, args.preprocess), verbose=0)
+            if isinstance(probabilities, list):
+                probabilities = probabilities[explainer.output_index]
+            pictures = kgc.overlay(batch / 255.0, result.heatmaps)
+            for i, path in enumerate(names):
+                stem = os.path.splitext(os.path.basename(path))[0]
+                kgc.save_png(os.path.join(args.out, f"{stem}_{explainer.name}.png"), pictures[i])
+                predicted = int(result.predicted[i])
+                score = float(np.reshape(probabilities[i], (-1, probabilities.shape[-1])).sum(0)[
+                    predicted]) if probabilities.ndim > 1 else float(probabilities[i])
+                rows.append([path, predicted, f"{score:.6g}", int(result.targets[i])])
+        progress.update(min(start + args.batch_size, len(files)))
+    with open(os.path.join(args.out, "explanations.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["file", "predicted", "score", "explained"])
+        writer.writerows(rows)
+    print(f"{len(rows)} overlays and explanations.csv written to {args.out}"
+          + (f"; {failures} image(s) failed" if failures else ""))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Small offline datasets for the demo, notebooks and tests, with a plantable shortcut.
+
+Fashion-MNIST comes from Debian's `dataset-fashion-mnist` package where installed
+(`apt-get install dataset-fashion-mnist`); otherwise generated shapes stand in.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
+SHAPE_CLASSES = ("square", "disk", "cross", "ring")
+
+
+def fashion_mnist_available(directory: str = FASHION_MNIST_DIR) -> bool:
+    return os.path.exists(os.path.join(directory, "train-images-idx3-ubyte.gz"))
+
+
+def load_fashion_mnist(split: str = "train", directory: str = FASHION_MNIST_DIR):
+    """Read Fashion-MNIST from its idx files.
+
+    Args:
+        split: `"train"` (60,000 images) or `"test"` (10,000).
+        directory: Folder holding the `*-idx*-ubyte.gz` files.
+
+    Returns:
+        `(images, labels)`: uint8 `(n, 28, 28)` and uint8 `(n,)`.
+
+    Raises:
+        FileNotFoundError: the files are missing (with the apt-get command that installs them).
+    """
+    prefix = {"train": "train", "test": "t10k"}[split]
+    paths = [os.path.join(directory, f"{prefix}-{kind}-ubyte.gz")
+             for kind in ("images-idx3", "labels-idx1")]
+    for path in paths:
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"Fashion-MNIST file {path} not found. Install it with "
+                "`apt-get install dataset-fashion-mnist`, or use `generated_shapes()`."
+            )
+    with gzip.open(paths[0], "rb") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(paths[1], "rb") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images, labels
+
+
+def generated_shapes(n: int, size: int = 28, seed: int = 0):
+    """Grayscale shapes (square, disk, cross, ring) of random size and position, with noise.
+
+    Returns:
+        `(images, labels)`: uint8 `(n, size, size)` and uint8 `(n,)`.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.zeros((n, size, size), np.float32)
+    labels = rng.integers(0, len(SHAPE_CLASSES), n).astype(np.uint8)
+    for i, label in enumerate(labels):
+        r = rng.uniform(0.25, 0.4) * size
+        cy, cx = rng.uniform(r, size - r, 2)
+        dy, dx = np.abs(yy - cy), np.abs(xx - cx)
+        dist = np.hypot(dy, dx)
+        shape = [
+            np.maximum(dy, dx) <= r,
+            dist <= r,
+            (np.minimum(dy, dx) <= r / 3) & (np.maximum(dy, dx) <= r),
+            (dist <= r) & (dist >= r * 0.6),
+        ][label]
+        images[i] = shape * rng.uniform(0.6, 1.0)
+    images += rng.normal(0, 0.05, images.shape)
+    return (np.clip(images, 0, 1) * 255).astype(np.uint8), labels
+
+
+def place_on_canvas(images, labels, canvas: int = 40, shortcut: bool = False,
+                    marker: int = 5, shuffle_markers: bool = False, seed: int = 0):
+    """Centre 28x28-like images on a larger canvas and optionally plant a class marker.
+
+    The marker, a bright `marker` x `marker` square, sits in a corner that depends on the class
+    (`label % 4`), outside the object: a shortcut that predicts the class without looking at the
+    object, like the Grad-CAM paper's biased doctor/nurse data set (section 6.3).
+
+    Args:
+        images: uint8 `(n, h, w)`.
+        labels: `(n,)` class ids.
+        canvas: Side of the square canvas.
+        shortcut: Plant the class marker.
+        marker: Side of the marker square.
+        shuffle_markers: Put the marker in a random corner (a marker that predicts nothing).
+        seed: Seed for `shuffle_markers`.
+
+    Returns:
+        `(x, masks)`: float32 `(n, canvas, canvas, 1)` in [0, 1] and bool object masks
+        `(n, canvas, canvas)` (pixels of the object itself).
+    """
+    n, h, w = images.shape
+    top, left = (canvas - h) // 2, (canvas - w) // 2
+    x = np.zeros((n, canvas, canvas), np.float32)
+    x[:, top : top + h, left : left + w] = images / 255.0
+    masks = x > 0.1
+    if shortcut:
+        corners = np.asarray(labels) % 4
+        if shuffle_markers:
+            corners = np.random.default_rng(seed).integers(0, 4, n)
+        for i, corner in enumerate(corners):
+            y0 = 0 if corner in (0, 1) else canvas - marker
+            x0 = 0 if corner in (0, 2) else canvas - marker
+            x[i, y0 : y0 + marker, x0 : x0 + marker] = 1.0
+    return x[..., None], masks
