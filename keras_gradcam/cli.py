@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="train a small CNN with a planted shortcut and watch Grad-CAM find it"
     )
     demo.add_argument("--out", default="gradcam-demo", help="output folder (default: %(default)s)")
-    demo.add_argument("--epochs", type=int, default=6, help="training epochs (default: %(default)s)")
+    demo.add_argument("--epochs", type=int, default=6, help="epochs (default: %(default)s)")
     demo.add_argument("--data", choices=("auto", "fashion-mnist", "shapes"), default="auto",
                       help="Fashion-MNIST from Debian's dataset-fashion-mnist, or generated shapes")
 
@@ -114,7 +114,7 @@ def _explain(args) -> int:
         model = keras.models.load_model(args.model, compile=False, safe_mode=not args.unsafe)
     except Exception as error:  # noqa: BLE001 - any load failure becomes one clear line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        hint = " (if it holds Lambda layers you trust, add --unsafe)" if "safe_mode" in first else ""
+        hint = " (for Lambda layers you trust, add --unsafe)" if "safe_mode" in first else ""
         _error(f"cannot load model {args.model!r}: {first}{hint}")
         return 2
     try:
