@@ -94,6 +94,10 @@ class ScoreModel:
             self._twins[id(layer)] = _linear_twin(layer)
         return self._twins[id(layer)]
 
+    def _substitute(self, op):
+        """What runs in place of `op` during a replay: `op` itself (subclasses rewire)."""
+        return op
+
     def _run(self, model, inputs, path, capture, strip):
         if is_functional(model):
             return self._replay(model, inputs, path, capture, strip)
@@ -114,7 +118,7 @@ class ScoreModel:
                     return self._run(op, args[0], (), capture, True)
                 if id(op) in heads and _activation_name(op):
                     return _call(self._twin(op), args, kwargs)
-                return _call(op, args, kwargs)
+                return _call(self._substitute(op), args, kwargs)
 
             return run
 

@@ -1,7 +1,9 @@
 """BaseCAM: one core for the CAM family.
 
 It owns the user's model (shared, never changed), the compiled step and the post-processing.
-A method overrides one hook: `channel_weights(A, dA)` (Grad-CAM family) or `compute_maps(A, dA)`.
+A method overrides one hook: `channel_weights(A, dA)` (Grad-CAM family),
+`weighted_activations(A, dA)` (element-wise variants), `compute_maps(A, dA)` or, when it
+needs the classes or more forward passes, `layer_maps(run)` (CAM, Score-CAM).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import tensorflow as tf
 
 from keras_gradcam.errors import InvalidInputError, ModelNotSupportedError
 from keras_gradcam.layers import LayerPath, resolve_layer
-from keras_gradcam.maps import normalize_maps, resize_maps, spatial_mean, weighted_sum
+from keras_gradcam.maps import normalize_maps, resize_maps, spatial_mean
+from keras_gradcam.methods.smoothing import Augmentation, first_component, per_channel
 from keras_gradcam.model import ScoreModel
 from keras_gradcam.targets import TOP1, Targets, call_target, class_ids, select_scores
 
@@ -50,6 +53,33 @@ def default_jit_compile() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+@dataclasses.dataclass
+class Pass:
+    """One run of the model over a batch for one target layer, as `layer_maps` sees it.
+
+    Lives inside the compiled step: every field is a symbolic tensor (or the callable/model).
+
+    Attributes:
+        inputs: The model inputs of this run (augmented ones with `aug_smooth=True`).
+        activations: float32 `(batch, *spatial, channels)`, the layer's feature maps `A`.
+        gradients: float32, same shape, `d score / dA`; `None` for methods without gradients.
+        scores: float32 `(batch,)`, the explained score per sample.
+        ids: int32 `(batch,)`, the explained class per sample (top-1 resolved).
+        logits: float32 `(batch, classes)`.
+        target_fn: The user's target callable, or `None`.
+        score_model: The `ScoreModel` that ran, to run it again (Score-CAM).
+    """
+
+    inputs: Any
+    activations: tf.Tensor
+    gradients: tf.Tensor | None
+    scores: tf.Tensor
+    ids: tf.Tensor
+    logits: tf.Tensor
+    target_fn: Callable | None
+    score_model: ScoreModel
+
+
 class BaseCAM:
     """Base of every CAM method: builds once, explains whole batches in one compiled call.
 
@@ -58,12 +88,20 @@ class BaseCAM:
             subclassed). It is never changed.
         layer: The layer whose feature maps are weighted: `None` (the last layer with a spatial
             output, looking inside nested models), a name, an `"outer/inner"` path, a layer
-            object or an index into `model.layers`.
+            object or an index into `model.layers`. A list of these explains several layers:
+            each layer's map is scaled into [0, 1], resized to the input (or, with
+            `resize=False`, to the largest of the maps) and the maps are averaged.
         output: Which model output the targets refer to (index or name). Defaults to 0.
         score: `"logits"` (default) differentiates the score before a final softmax/sigmoid,
             as the Grad-CAM paper asks; `"probability"` the activated output.
         jit_compile: `None` (XLA when a GPU is visible), `True` or `False`.
         batch_size: Largest number of samples run at once; larger inputs are split.
+        aug_smooth: Also explain horizontally flipped and brightness-scaled (x0.9, x1.1) copies
+            of the images (6 views in one batched run), flip their maps back and average
+            them. Smoother maps that follow the object better; costs 6x. Defaults to `False`.
+        eigen_smooth: Replace the sum over channels of the weighted feature maps by their
+            projection on the first principal component (see `first_component`), which removes
+            noise. Defaults to `False`.
     """
 
     uses_gradients: ClassVar[bool] = True
@@ -78,6 +116,8 @@ class BaseCAM:
         score: str = "logits",
         jit_compile: bool | None = None,
         batch_size: int = 32,
+        aug_smooth: bool = False,
+        eigen_smooth: bool = False,
     ):
         if not isinstance(model, keras.Model):
             raise TypeError(
@@ -88,21 +128,35 @@ class BaseCAM:
                 f"`score` must be 'logits' or 'probability'. Received: score={score!r}."
             )
         _check_batch_size(batch_size)
+        layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
+        if not layers:
+            raise ValueError("`layer` is an empty list. Pass None, one layer or several layers.")
         self.model = model
-        self.path: LayerPath = resolve_layer(model, layer)
+        self.paths: list[LayerPath] = [resolve_layer(model, item) for item in layers]
+        self.path: LayerPath = self.paths[0]
         self.score = score
         self.output_index = _output_index(model, output)
         self.jit_compile = default_jit_compile() if jit_compile is None else bool(jit_compile)
         self.batch_size = batch_size
+        self.aug_smooth = bool(aug_smooth)
+        self.eigen_smooth = bool(eigen_smooth)
         self.trace_count = 0
-        self._score_model = ScoreModel(model, self.path, pre_activation=score == "logits")
+        self._score_models = [
+            ScoreModel(model, path, pre_activation=score == "logits") for path in self.paths
+        ]
+        self._score_model = self._score_models[0]
         self._steps: dict[Any, tf.types.experimental.GenericFunction] = {}
         self._num_classes: int | None = _num_classes(model, self.output_index)
 
     @property
     def layer(self) -> keras.layers.Layer:
-        """The resolved layer whose feature maps are explained."""
+        """The resolved layer whose feature maps are explained (the first, if several)."""
         return self.path[-1]
+
+    @property
+    def layers(self) -> list[keras.layers.Layer]:
+        """Every resolved layer, in the order given."""
+        return [path[-1] for path in self.paths]
 
     # ---- hooks -------------------------------------------------------------------------------
 
@@ -110,9 +164,25 @@ class BaseCAM:
         """Weights `(batch, channels)` of the feature maps. Grad-CAM: spatial mean of dA."""
         return spatial_mean(gradients)
 
+    def weighted_activations(self, activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+        """Per-channel terms `(batch, *spatial, channels)` whose sum over channels is the map.
+
+        Defaults to `w_k A_k` with `w = channel_weights(A, dA)`.
+        """
+        return activations * per_channel(self.channel_weights(activations, gradients), activations)
+
     def compute_maps(self, activations: tf.Tensor, gradients: tf.Tensor | None) -> tf.Tensor:
-        """Maps `(batch, *spatial)` before the ReLU: `sum_k w_k A_k` by default."""
-        return weighted_sum(self.channel_weights(activations, gradients), activations)
+        """Maps `(batch, *spatial)` before the ReLU: the sum over channels of
+        `weighted_activations(A, dA)`, or its first principal component with `eigen_smooth`."""
+        weighted = self.weighted_activations(activations, gradients)
+        if self.eigen_smooth:
+            return first_component(weighted)
+        return tf.reduce_sum(weighted, axis=-1)
+
+    def layer_maps(self, run: Pass) -> tf.Tensor:
+        """Maps `(batch, *spatial)` before the ReLU from one run. Methods that need more than
+        `(A, dA)` (the classes, or more forward passes) override this."""
+        return self.compute_maps(run.activations, run.gradients)
 
     # ---- public API --------------------------------------------------------------------------
 
@@ -163,7 +233,9 @@ class BaseCAM:
         )
         parts = []
         for start in range(0, n, batch_size):
-            chunk = keras.tree.map_structure(lambda x: x[start : start + batch_size], inputs)
+            chunk = keras.tree.map_structure(
+                lambda x, start=start: x[start : start + batch_size], inputs
+            )
             out = step(chunk, ids[start : start + batch_size])
             if not bool(out["finite"]):
                 raise InvalidInputError(
@@ -171,27 +243,31 @@ class BaseCAM:
                     "meaningless. Clean or re-normalise the images first."
                 )
             parts.append(out)
-        result = {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0] if k != "finite"}
+        result = {
+            k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0] if k != "finite"
+        }
         if target_fn:
             result["targets"] = np.full((n,), -1, np.int32)
         return Explanation(**result)
 
     # ---- the compiled step -------------------------------------------------------------------
 
-    def raw_maps(self, inputs, ids, target_fn) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Run the model (and the backward pass if needed); return maps before the ReLU.
+    def forward(self, inputs, ids, target_fn, score_model=None, groups: int = 1) -> Pass:
+        """Run the model (and the backward pass if the method uses gradients) for one layer.
 
-        Returns:
-            `(maps, scores, ids, logits)`.
+        Args:
+            groups: The batch holds `groups` views of the same samples one after the other
+                (`aug_smooth`); top-1 classes are taken from the first view.
         """
+        score_model = self._score_model if score_model is None else score_model
         with tf.GradientTape(watch_accessed_variables=False) as tape:
 
             def watch(tensor):
                 tape.watch(tensor)
                 return tensor
 
-            activations, outputs = self._score_model(inputs, watch if self.uses_gradients else _same)
-            scores, ids, logits = self._scores(outputs, ids, target_fn)
+            activations, outputs = score_model(inputs, watch if self.uses_gradients else _same)
+            scores, ids, logits = self._scores(outputs, ids, target_fn, groups)
         gradients = None
         if self.uses_gradients:
             gradients = tape.gradient(scores, activations)
@@ -201,19 +277,57 @@ class BaseCAM:
                     "layer on the path to the explained output (see `output=`)."
                 )
             gradients = tf.cast(gradients, tf.float32)
-        maps = self.compute_maps(tf.cast(activations, tf.float32), gradients)
-        return maps, scores, ids, logits
+        activations = tf.cast(activations, tf.float32)
+        return Pass(inputs, activations, gradients, scores, ids, logits, target_fn, score_model)
 
-    def _scores(self, outputs, ids, target_fn):
+    def raw_maps(self, inputs, ids, target_fn) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Run the model for the first layer; return maps before the ReLU.
+
+        Returns:
+            `(maps, scores, ids, logits)`.
+        """
+        run = self.forward(inputs, ids, target_fn)
+        return self.layer_maps(run), run.scores, run.ids, run.logits
+
+    def compute(self, inputs, ids, target_fn, size, normalize: bool):
+        """The body of the compiled step: `(heatmaps, scores, ids, logits)` of one batch.
+
+        Every layer's map is computed (on the augmented views with `aug_smooth`), ReLU'd,
+        resized to `size` (`None`: the largest map's size), the views are de-augmented and
+        averaged, the layers averaged, then the result normalised if asked.
+        """
+        augment = Augmentation(inputs) if self.aug_smooth else None
+        views = augment.inputs if augment else inputs
+        groups = augment.groups if augment else 1
+        first, maps = None, []
+        for score_model in self._score_models:
+            run = self.forward(views, tf.tile(ids, [groups]), target_fn, score_model, groups)
+            first = run if first is None else first
+            maps.append(tf.nn.relu(self.layer_maps(run)))
+        if size is None:
+            size = max((tuple(m.shape[1:]) for m in maps), key=lambda s: int(np.prod(s)))
+        maps = [resize_maps(m, size) for m in maps]
+        if augment:
+            maps = [augment.undo(m) for m in maps]
+        if len(maps) > 1:
+            maps = [tf.reduce_mean(tf.stack([normalize_maps(m) for m in maps]), axis=0)]
+        heatmaps = normalize_maps(maps[0]) if normalize else maps[0]
+        n = tf.shape(ids)[0]
+        return heatmaps, first.scores[:n], first.ids[:n], first.logits[:n]
+
+    def _scores(self, outputs, ids, target_fn, groups: int = 1):
         explained = outputs[self.output_index]
-        scores, ids = select_scores(explained, ids)
-        if target_fn is not None:
-            scores = call_target(target_fn, outputs)
         logits = tf.cast(explained, tf.float32)
         if logits.shape.rank == 1:
             logits = logits[:, None]
         if logits.shape.rank > 2:
             logits = tf.reduce_sum(logits, axis=list(range(1, logits.shape.rank - 1)))
+        if groups > 1:  # every view explains the top-1 class of the original sample
+            top1 = tf.argmax(logits[: tf.shape(logits)[0] // groups], -1, output_type=tf.int32)
+            ids = tf.where(ids < 0, tf.tile(top1, [groups]), ids)
+        scores, ids = select_scores(explained, ids)
+        if target_fn is not None:
+            scores = call_target(target_fn, outputs)
         return scores, ids, logits
 
     def _step(self, inputs, target_fn, resize: bool, normalize: bool):
@@ -231,12 +345,7 @@ class BaseCAM:
                 [tf.reduce_all(tf.math.is_finite(x)) for x in keras.tree.flatten(inputs)
                  if x.dtype.is_floating] or [tf.constant(True)]
             )
-            maps, scores, ids, logits = self.raw_maps(inputs, ids, target_fn)
-            maps = tf.nn.relu(maps)
-            if size is not None:
-                maps = resize_maps(maps, size)
-            if normalize:
-                maps = normalize_maps(maps)
+            maps, scores, ids, logits = self.compute(inputs, ids, target_fn, size, normalize)
             return {"heatmaps": maps, "targets": ids, "scores": scores, "logits": logits,
                     "finite": finite}
 
@@ -315,8 +424,12 @@ def _same(tensor):
 
 
 def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+        batch_size < 1
+    ):
+        raise ValueError(
+            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}."
+        )
     return int(batch_size)
 
 
@@ -412,5 +525,5 @@ def _map_rank(layer) -> int:
         return len(layer.kernel_size)
 
 
-__all__ = ["BaseCAM", "Explanation", "default_jit_compile"]
-_ = (Callable, Sequence)
+__all__ = ["BaseCAM", "Explanation", "Pass", "default_jit_compile"]
+_ = Sequence

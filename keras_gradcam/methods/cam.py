@@ -1,0 +1,52 @@
+"""CAM: class activation mapping (Zhou et al., CVPR 2016)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keras_gradcam.errors import ModelNotSupportedError
+from keras_gradcam.maps import weighted_sum
+from keras_gradcam.methods.base import BaseCAM, Pass
+from keras_gradcam.methods.cam_head import find_dense_head
+
+
+class CAM(BaseCAM):
+    """CAM: feature maps weighted by the dense layer that reads their global average.
+
+    For a model `A -> GAP -> dense` with kernel `W` (channels, classes), `y^c = b_c +
+    sum_k W_kc mean_ij A^k_ij`, and
+
+        L^c = ReLU(sum_k W_kc A^k)
+
+    No gradients are taken (one forward pass). Grad-CAM reduces to CAM on such models, up to
+    the factor `1/(h w)` that normalisation removes. Dropout, flatten and activation layers may
+    sit between the pooling and the dense layer.
+
+    Raises:
+        ModelNotSupportedError: (at construction) the layer is not followed by global average
+            pooling and a dense layer producing the explained output; and, when called, for
+            callable targets (CAM explains classes).
+    """
+
+    name = "cam"
+    uses_gradients = False
+
+    def __init__(self, model, layer=None, **kwargs):
+        super().__init__(model, layer, **kwargs)
+        self.dense_layers = [find_dense_head(model, path) for path in self.paths]
+        self._kernels = {id(m): d for m, d in zip(self._score_models, self.dense_layers)}
+
+    def layer_maps(self, run: Pass) -> tf.Tensor:
+        if run.target_fn is not None:
+            raise ModelNotSupportedError(
+                "CAM explains classes and cannot use a callable target. Pass class indices, or "
+                "use a gradient method such as GradCAM for custom scores."
+            )
+        dense = self._kernels[id(run.score_model)]
+        return weighted_sum(self.class_weights(dense.kernel, run.ids), run.activations)
+
+    @staticmethod
+    def class_weights(kernel: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+        """The kernel columns of the explained classes: `(batch, channels)`."""
+        return tf.transpose(tf.gather(tf.cast(kernel, tf.float32), ids, axis=1))
+

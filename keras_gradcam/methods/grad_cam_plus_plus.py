@@ -1,0 +1,34 @@
+"""Grad-CAM++ (Chattopadhyay et al., WACV 2018)."""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from keras_gradcam.maps import spatial_sum
+from keras_gradcam.methods.base import BaseCAM
+from keras_gradcam.methods.smoothing import per_channel
+
+
+class GradCAMPlusPlus(BaseCAM):
+    """Grad-CAM++: channel weights from positive gradients, re-weighted per position.
+
+    With `g = d y^c / dA^k` (the score before the softmax), the paper's closed form for an
+    exponential score `exp(y^c)` (eq. 19) gives
+
+        alpha_ij^k = g_ij^2 / (2 g_ij^2 + sum_ab A_ab^k g_ij^3)      (0 where the denominator is 0)
+        w_k        = sum_ij alpha_ij^k ReLU(g_ij)
+        L^c        = ReLU(sum_k w_k A^k)
+
+    This is the variant pytorch-grad-cam and tf-keras-vis ship (they add a small epsilon to the
+    denominator instead of zeroing it). The authors' code differentiates `exp(y^c)`, which
+    multiplies `g` by `exp(y^c)`: alpha is unchanged, w_k scales by a positive per-sample
+    constant, so normalised maps are the same.
+    """
+
+    name = "gradcam++"
+
+    def channel_weights(self, activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
+        g2 = tf.square(gradients)
+        total = per_channel(spatial_sum(activations), activations)
+        alpha = tf.math.divide_no_nan(g2, 2.0 * g2 + total * g2 * gradients)
+        return spatial_sum(alpha * tf.nn.relu(gradients))

@@ -1,0 +1,71 @@
+"""Score-CAM's masked forward passes, compiled and batched inside the step."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_gradcam.errors import ModelNotSupportedError
+from keras_gradcam.maps import resize_maps
+
+
+def image_index(inputs, rank: int) -> int:
+    """Index (in `keras.tree.flatten(inputs)`) of the first floating input of `rank`."""
+    for index, x in enumerate(keras.tree.flatten(inputs)):
+        if x.shape.rank == rank and x.dtype.is_floating and None not in x.shape[1:]:
+            return index
+    raise ModelNotSupportedError(
+        f"Score-CAM masks an image input with the layer's spatial rank ({rank - 2}) plus a "
+        "channel axis; the model has none."
+    )
+
+
+def channel_masks(activations: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
+    """Each channel upsampled to `size` and min-max scaled into [0, 1] (constant -> 0).
+
+    Args:
+        activations: `(batch, *spatial, channels)`.
+
+    Returns:
+        `(batch, channels, *size)`.
+    """
+    rank, channels = activations.shape.rank, activations.shape[-1]
+    x = tf.transpose(activations, [0, rank - 1, *range(1, rank - 1)])
+    x = resize_maps(tf.reshape(x, [-1, *activations.shape[1:-1]]), size)
+    x = tf.reshape(x, [-1, channels, *size])
+    axes = list(range(2, x.shape.rank))
+    low = tf.reduce_min(x, axis=axes, keepdims=True)
+    high = tf.reduce_max(x, axis=axes, keepdims=True)
+    return tf.math.divide_no_nan(x - low, high - low)
+
+
+def masked_scores(cam, run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
+    """The explained score of every (sample, mask) pair: `(batch, channels)`.
+
+    The `batch * channels` masked inputs are built and run `chunk` at a time in a `tf.while_loop`
+    (the last chunk is padded to keep shapes static), never all at once.
+    """
+    leaves = keras.tree.flatten(run.inputs)
+    index = image_index(run.inputs, masks.shape.rank)
+    channels = masks.shape[1]
+    total = tf.shape(masks)[0] * channels
+    steps = (total + chunk - 1) // chunk
+
+    def body(i, scores):
+        pair = tf.minimum(i * chunk + tf.range(chunk), total - 1)
+        sample, channel = pair // channels, pair % channels
+        mask = tf.gather_nd(masks, tf.stack([sample, channel], axis=1))[..., None]
+        chunk_leaves = [tf.gather(x, sample) for x in leaves]
+        chunk_leaves[index] = chunk_leaves[index] * tf.cast(mask, leaves[index].dtype)
+        inputs = keras.tree.pack_sequence_as(run.inputs, chunk_leaves)
+        _, outputs = run.score_model(inputs, _same)
+        value, _, _ = cam._scores(outputs, tf.gather(run.ids, sample), run.target_fn)
+        return i + 1, scores.write(i, value)
+
+    array = tf.TensorArray(tf.float32, size=steps, element_shape=(chunk,))
+    _, array = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), array))
+    return tf.reshape(tf.reshape(array.stack(), [-1])[:total], [-1, channels])
+
+
+def _same(tensor):
+    return tensor

@@ -1,0 +1,61 @@
+"""Score-CAM (Wang et al., CVPR Workshops 2020) with Faster Score-CAM's channel selection."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_gradcam.maps import weighted_sum
+from keras_gradcam.methods.base import BaseCAM, Pass
+from keras_gradcam.methods.masking import channel_masks, image_index, masked_scores
+
+
+class ScoreCAM(BaseCAM):
+    """Score-CAM: channels weighted by the score of the input they mask. No gradients.
+
+    Each channel `A^k` is upsampled to the input and min-max scaled into [0, 1] to give a mask
+    `H^k`; the model scores every masked input `X * H^k`, and
+
+        w_k = softmax_k(y^c(X * H^k)),    L^c = ReLU(sum_k w_k A^k)
+
+    The softmax is taken over channels of the target score (pre-softmax logits by default,
+    probabilities with `score="probability"`), as pytorch-grad-cam does. The paper subtracts
+    the score of a baseline input first; a constant shift leaves a softmax unchanged.
+    The `batch * channels` masked inputs run `batch_size` at a time inside the compiled step.
+
+    Args:
+        max_channels: Keep only the `max_channels` channels of highest spatial variance per
+            sample (Faster Score-CAM); `None` (default) keeps all. The cost is one forward
+            pass per kept channel and sample.
+        **kwargs: As for `BaseCAM`.
+    """
+
+    name = "scorecam"
+    uses_gradients = False
+
+    def __init__(self, model, layer=None, *, max_channels: int | None = None, **kwargs):
+        if max_channels is not None and (not isinstance(max_channels, int) or max_channels < 1):
+            raise ValueError(
+                f"`max_channels` must be None or a positive int. Received: {max_channels!r}."
+            )
+        super().__init__(model, layer, **kwargs)
+        self.max_channels = max_channels
+
+    def selected_channels(self, activations: tf.Tensor) -> tf.Tensor:
+        """Indices `(batch, n)` of the channels of highest spatial variance, highest first."""
+        axes = list(range(1, activations.shape.rank - 1))
+        variance = tf.math.reduce_variance(activations, axis=axes)
+        count = min(self.max_channels or activations.shape[-1], activations.shape[-1])
+        return tf.math.top_k(variance, k=count).indices
+
+    def layer_maps(self, run: Pass) -> tf.Tensor:
+        activations = run.activations
+        if self.max_channels is not None:
+            chosen = self.selected_channels(activations)
+            activations = tf.gather(activations, chosen, axis=-1, batch_dims=1)
+        leaves = keras.tree.flatten(run.inputs)
+        size = tuple(leaves[image_index(run.inputs, activations.shape.rank)].shape[1:-1])
+        masks = channel_masks(activations, size)
+        weights = tf.nn.softmax(masked_scores(self, run, masks, self.batch_size), axis=-1)
+        return weighted_sum(weights, activations)
+
