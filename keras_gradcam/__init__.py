@@ -43,9 +43,39 @@ from keras_gradcam.errors import (  # noqa: E402
     NotSpatialLayerError,
 )
 from keras_gradcam.image import colorize, overlay, plot, save_png  # noqa: E402
-from keras_gradcam.methods import BaseCAM, Explanation, GradCAM  # noqa: E402
+from keras_gradcam.methods import (  # noqa: E402
+    CAM,
+    METHODS,
+    BaseCAM,
+    EigenCAM,
+    EigenGradCAM,
+    Explanation,
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    GuidedBackprop,
+    GuidedGradCAM,
+    HiResCAM,
+    LayerCAM,
+    ScoreCAM,
+    XGradCAM,
+    get_method,
+)
 
 __all__ = [
+    "CAM",
+    "METHODS",
+    "EigenCAM",
+    "EigenGradCAM",
+    "GradCAMElementWise",
+    "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "HiResCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "XGradCAM",
+    "get_method",
     "BackendError",
     "BaseCAM",
     "Explanation",
