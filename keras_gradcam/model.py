@@ -113,7 +113,7 @@ class ScoreModel:
                 if op is child and len(path) > 1:  # the target lives inside this nested model
                     return self._run(op, args[0], path[1:], capture, id(op) in heads)
                 if op is child:
-                    return capture(_call(op, args, kwargs))
+                    return capture(_call(self._substitute(op), args, kwargs))
                 if id(op) in heads and is_container(op):
                     return self._run(op, args[0], (), capture, True)
                 if id(op) in heads and _activation_name(op):
