@@ -1,0 +1,125 @@
+"""The `keras-gradcam` command on models and PNG files written in the test."""
+
+import csv
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import matplotlib.image
+import numpy as np
+import pytest
+from conftest import small_cnn
+
+import keras_gradcam as kgc
+from keras_gradcam.cli import main
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    keras.utils.set_random_seed(0)
+    small_cnn(classes=3, size=16).save(root / "model.keras")
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir()
+    for i, size in enumerate([(16, 16), (30, 20), (16, 16)]):
+        matplotlib.image.imsave(root / "images" / f"img{i}.png",
+                                rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    (root / "images" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_explain_writes_overlays_and_csv(workdir, tmp_path):
+    images = [str(workdir / "images" / f"img{i}.png") for i in range(3)]
+    code = main(["explain", str(workdir / "model.keras"), *images, "--out", str(tmp_path),
+                 "--target", "2"])
+    assert code == 0
+    rows = read_csv(tmp_path / "explanations.csv")
+    assert [os.path.basename(r["file"]) for r in rows] == ["img0.png", "img1.png", "img2.png"]
+    assert {r["explained"] for r in rows} == {"2"}
+    assert all(0.0 <= float(r["score"]) <= 1.0 and r["predicted"] in "012" for r in rows)
+    picture = matplotlib.image.imread(tmp_path / "img1_gradcam.png")
+    assert picture.shape[:2] == (16, 16)
+
+
+def test_explain_a_folder_goes_on_past_an_unreadable_image(workdir, tmp_path, capsys):
+    code = main(["explain", str(workdir / "model.keras"), str(workdir / "images"),
+                 "--out", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "cannot read image" in err and "broken.png" in err
+    assert len(read_csv(tmp_path / "explanations.csv")) == 3
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--layer", "conv_9"], "No layer named 'conv_9'"),
+        (["--target", "abc"], "--target must be 'auto' or a class index"),
+        (["--target", "7"], r"Target classes must lie in \[0, 2\]"),
+    ],
+)
+def test_explain_errors_are_one_clear_line(workdir, tmp_path, capsys, extra, message):
+    code = main(["explain", str(workdir / "model.keras"), str(workdir / "images" / "img0.png"),
+                 "--out", str(tmp_path), *extra])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("keras-gradcam: error:") and re.search(message, err)
+    assert "Traceback" not in err
+
+
+def test_a_model_that_cannot_load(tmp_path, capsys):
+    (tmp_path / "bad.keras").write_bytes(b"junk")
+    code = main(["explain", str(tmp_path / "bad.keras"), "x.png", "--out", str(tmp_path)])
+    assert code == 2 and "cannot load model" in capsys.readouterr().err
+
+
+def test_lambda_model_needs_unsafe(tmp_path, capsys):
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Lambda(lambda t: t * 2.0)(inputs)
+    x = keras.layers.Conv2D(2, 3, activation="relu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)))
+    model.save(tmp_path / "lambda.keras")
+    matplotlib.image.imsave(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    args = ["explain", str(tmp_path / "lambda.keras"), str(tmp_path / "a.png"),
+            "--out", str(tmp_path / "out")]
+    assert main(args) == 2 and "--unsafe" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="safe_mode off"):
+        assert main([*args, "--unsafe"]) == 0
+
+
+def test_version_and_help_via_python_m():
+    result = subprocess.run([sys.executable, "-m", "keras_gradcam", "--version"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == f"keras-gradcam {kgc.__version__}"
+    result = subprocess.run([sys.executable, "-m", "keras_gradcam", "--help"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "demo" in result.stdout and "explain" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_two_epochs_writes_event_files_tensorboard_reads(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_gradcam", "demo", "--epochs", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert sum(line.strip().startswith("epoch") for line in lines) == 2
+    assert lines[-1] == f"TensorBoard: tensorboard --logdir {tmp_path / 'logs'}"
+    assert (tmp_path / "summary.txt").read_text().startswith("summary:")
+    assert len(list((tmp_path / "overlays").glob("probe_*.png"))) == 16
+    events = EventAccumulator(str(tmp_path / "logs" / "gradcam"),
+                              size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    steps = {e.step for e in events.Tensors("gradcam/energy_in_mask")}
+    assert steps == {0, 1}
+    assert "gradcam/probe_00" in events.Tags()["tensors"]
