@@ -289,6 +289,12 @@ class GradCAMCallback(keras.callbacks.Callback):
         # The maps before this fit are the baseline of the first logged epoch's drift; running
         # them here also traces the compiled step once and checks everything end to end.
         baseline = self._explain()[0]
+        if baseline.heatmaps.ndim != 3:
+            raise ValueError(
+                "GradCAMCallback draws one 2D heatmap per image, but "
+                f"{type(self.explainer).__name__} returns maps of shape "
+                f"{baseline.heatmaps.shape[1:]} per sample. Use a CAM method such as 'gradcam'."
+            )
         self._previous_maps = baseline.heatmaps
         if self._masks is not None:
             self._localisation(baseline.heatmaps)  # checks the masks against the maps

@@ -107,6 +107,7 @@ def test_misconfiguration_raises_before_the_first_step(tmp_path, change, error, 
     assert not os.path.exists(tmp_path / "gradcam")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batched", [True, False])
 def test_dataset_probes_take_the_first_n_and_their_labels(tmp_path, batched):
     x, y, _ = objects(10, shortcut=False, seed=0)
@@ -126,6 +127,7 @@ def test_dataset_probes_take_the_first_n_and_their_labels(tmp_path, batched):
     assert ("gradcam/probe_accuracy", 0) in pairs["scalars"]
 
 
+@pytest.mark.slow
 def test_dataset_without_labels_explains_predictions(tmp_path):
     x, y, _ = objects(5, shortcut=False, seed=0)
     cb = kgc.GradCAMCallback(tf.data.Dataset.from_tensor_slices(x), tmp_path)
@@ -133,6 +135,27 @@ def test_dataset_without_labels_explains_predictions(tmp_path):
     assert cb.targets == "predicted" and cb._n == 5
     scalars = {t for t, _ in written(str(tmp_path / "gradcam"))["scalars"]}
     assert scalars == {"gradcam/drift", "gradcam/zero_maps"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["gradcam++", "ScoreCAM", "hirescam-class"])
+def test_method_by_name_or_class(tmp_path, method):
+    if method == "hirescam-class":
+        method = kgc.get_method("hirescam")
+    x, y, _ = objects(8, shortcut=False, seed=0)
+    cb = kgc.GradCAMCallback(x[:3], tmp_path, probe_labels=y[:3], method=method)
+    tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    expected = method if isinstance(method, type) else kgc.get_method(method)
+    assert type(cb.explainer) is expected
+    assert cb.last_explanation.heatmaps.shape == (3, SIZE, SIZE)
+    assert ("gradcam/grid", 0) in written(str(tmp_path / "gradcam"))["images"]
+
+
+def test_method_without_2d_maps_is_refused_at_train_begin(tmp_path):
+    x, y, _ = objects(4, shortcut=False, seed=0)
+    cb = kgc.GradCAMCallback(x, tmp_path, probe_labels=y, method="GuidedGradCAM")
+    with pytest.raises(ValueError, match="one 2D heatmap per image"):
+        tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[cb])
 
 
 # ---- end to end (slow) ---------------------------------------------------------------------
