@@ -6,8 +6,8 @@ sample, shape `(n,)`; its `mean_*` twin the mean over the samples.
 
 Scores are the model's probability of the target class: with `activation="auto"` (the default)
 outputs of a final softmax or sigmoid are used as they are and other outputs go through a
-softmax. The model runs in compiled batches of `batch_size` perturbed images, so memory stays
-bounded whatever the number of samples and steps. The user's model is only called, never changed.
+softmax. The model runs compiled, `batch_size` images at a time. The user's model is only
+called, never changed.
 """
 
 from __future__ import annotations

@@ -159,14 +159,18 @@ def _largest_segment_box(foreground: np.ndarray, diagonal: bool) -> tuple[int, i
 
     slack = 1 if diagonal else 0
     row_first = np.searchsorted(run_rows, np.arange(foreground.shape[0] + 1))
-    for r in range(1, foreground.shape[0]):
-        above = range(row_first[r - 1], row_first[r])
-        for b in range(row_first[r], row_first[r + 1]):
-            for a in above:  # runs of the row above that touch run b
-                if starts[a] < ends[b] + slack and starts[b] < ends[a] + slack:
-                    root_a, root_b = find(a), find(b)
-                    if root_a != root_b:
-                        parent[max(root_a, root_b)] = min(root_a, root_b)
+    for r in range(1, foreground.shape[0]):  # sweep the runs of rows r - 1 and r together
+        a, a_end = int(row_first[r - 1]), int(row_first[r])
+        b, b_end = a_end, int(row_first[r + 1])
+        while a < a_end and b < b_end:
+            if starts[a] < ends[b] + slack and starts[b] < ends[a] + slack:
+                root_a, root_b = find(a), find(b)
+                if root_a != root_b:
+                    parent[max(root_a, root_b)] = min(root_a, root_b)
+            if ends[a] < ends[b]:
+                a += 1
+            else:
+                b += 1
     roots = np.array([find(a) for a in range(len(starts))])
     sizes = np.bincount(roots, weights=ends - starts)
     best = roots == int(np.argmax(sizes))
