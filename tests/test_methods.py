@@ -236,7 +236,7 @@ def test_aug_smooth_averages_the_deaugmented_views(tiny, images):
             views.append(maps[:, :, ::-1] if flip else maps)
     expected = np.mean(views, axis=0)
     expected /= expected.max(axis=(1, 2), keepdims=True)
-    np.testing.assert_allclose(kgc.GradCAM(tiny, aug_smooth=True)(images), expected, atol=1e-5)
+    np.testing.assert_allclose(kgc.GradCAM(tiny, aug_smooth=True)(images), expected, atol=1e-4)
 
 
 def test_several_layers_average_their_normalised_maps(tiny, images):
@@ -269,7 +269,7 @@ def test_unknown_method_lists_the_names():
 
 
 def test_cam_needs_gap_then_dense(tiny, images):
-    with pytest.raises(kgc.ModelNotSupportedError, match="conv1 -> features .*global average"):
+    with pytest.raises(kgc.ModelNotSupportedError, match="global average.*conv1 -> features"):
         kgc.CAM(tiny, layer="conv1")
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)

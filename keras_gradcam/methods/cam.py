@@ -36,12 +36,17 @@ class CAM(BaseCAM):
         self.dense_layers = [find_dense_head(model, path) for path in self.paths]
         self._kernels = {id(m): d for m, d in zip(self._score_models, self.dense_layers)}
 
-    def layer_maps(self, run: Pass) -> tf.Tensor:
-        if run.target_fn is not None:
+    def explain(self, images, targets=None, **kwargs):
+        if callable(targets):
             raise ModelNotSupportedError(
                 "CAM explains classes and cannot use a callable target. Pass class indices, or "
                 "use a gradient method such as GradCAM for custom scores."
             )
+        return super().explain(images, targets, **kwargs)
+
+    explain.__doc__ = BaseCAM.explain.__doc__
+
+    def layer_maps(self, run: Pass) -> tf.Tensor:
         dense = self._kernels[id(run.score_model)]
         return weighted_sum(self.class_weights(dense.kernel, run.ids), run.activations)
 
