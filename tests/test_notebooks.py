@@ -1,0 +1,123 @@
+"""The notebooks in notebooks/: stored stripped with a Colab badge, and they run top to bottom.
+
+Execution (slow, about 1.5-2 minutes per notebook on two CPU cores) uses nbclient with the
+`python3` kernel of this interpreter, in a temporary working directory, with `MPLBACKEND=Agg`,
+`TF_CPP_MIN_LOG_LEVEL=2` and `CI=true` (the bias notebook then prints the TensorBoard command
+instead of starting a server).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+nbformat = pytest.importorskip("nbformat")
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NAMES = ["01_quickstart.ipynb", "02_bias_detection.ipynb", "03_methods_gallery.ipynb"]
+BADGE = (
+    "https://colab.research.google.com/github/keras-gradcam/keras-gradcam/blob/main/notebooks/{}"
+)
+
+
+def _read(name: str):
+    return nbformat.read(NOTEBOOKS / name, as_version=4)
+
+
+def _text(cell) -> str:
+    """Everything a code cell printed, as one string."""
+    parts = []
+    for output in cell.get("outputs", []):
+        if output.output_type == "stream":
+            parts.append(output.text)
+        elif "data" in output:
+            parts.append(output.data.get("text/plain", ""))
+    return "".join(parts)
+
+
+def test_every_notebook_is_listed():
+    assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_is_stripped_and_opens_with_a_colab_badge(name):
+    nb = _read(name)
+    nbformat.validate(nb)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown"
+    assert BADGE.format(name) in first.source
+    assert "colab-badge.svg" in first.source
+    install = nb.cells[1].source
+    assert '"google.colab" in sys.modules' in install and "%pip install" in install
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, cell.source[:80]
+
+
+def _check_quickstart(text: str) -> None:
+    assert re.search(r"heatmaps: \(\d+, \d+, \d+\) float32 in \[0\.00, 1\.00\]", text)
+    assert "quickstart done:" in text
+    # Offline the notebook must say why it trains its own model.
+    if "MobileNetV2 (ImageNet)" not in text:
+        assert "could not be downloaded" in text
+
+
+def _check_bias(text: str) -> None:
+    match = re.search(r"energy in object: biased ([0-9.]+), fair ([0-9.]+)", text)
+    assert match, "the final bias numbers were not printed"
+    biased, fair = float(match.group(1)), float(match.group(2))
+    assert 0.0 <= biased <= 1.0 and 0.0 <= fair <= 1.0
+    assert fair > biased, f"the maps did not return to the object: biased {biased}, fair {fair}"
+    assert "gradcam/energy_in_mask per epoch (event file)" in text
+    assert "TensorBoard not started" in text  # CI=true: no server
+
+
+def _check_gallery(text: str) -> None:
+    import keras_gradcam as kgc
+
+    match = re.search(r"gallery: (\d+) images x (\d+) methods \((\d+) columns", text)
+    assert match, "the gallery summary was not printed"
+    assert int(match.group(2)) == len(kgc.METHODS)
+    assert int(match.group(3)) == len(kgc.METHODS) + 1  # one column per method, plus the input
+    table = text[text.index("energy in object  pointing game") :]
+    for method in kgc.METHODS:
+        assert re.search(rf"^{re.escape(method)}\s+[0-9.]+\s+[0-9.]+", table, re.M), method
+
+
+CHECKS = {
+    "01_quickstart.ipynb": _check_quickstart,
+    "02_bias_detection.ipynb": _check_bias,
+    "03_methods_gallery.ipynb": _check_gallery,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_runs(name, tmp_path, monkeypatch):
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+
+    nb = _read(name)
+    # The kernel must be this interpreter (jupyter_client maps the spec's "python" to
+    # sys.executable); a first cell reports which one ran.
+    nb.cells.insert(0, nbformat.v4.new_code_cell("import sys\nprint(sys.executable)"))
+    client = nbclient.NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+    executable = _text(nb.cells[0]).strip()
+    assert os.path.realpath(executable) == os.path.realpath(sys.executable)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    figures = [o for c in code for o in c.outputs if "image/png" in o.get("data", {})]
+    assert figures, "no figure was drawn"
+    CHECKS[name]("".join(_text(cell) for cell in code))
