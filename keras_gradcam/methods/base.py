@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradcam.errors import InvalidInputError, ModelNotSupportedError
+from keras_gradcam.inputs import prepare_inputs
 from keras_gradcam.layers import LayerPath, resolve_layer
 from keras_gradcam.maps import normalize_maps, resize_maps, spatial_mean
 from keras_gradcam.methods.smoothing import Augmentation, first_component, per_channel
@@ -374,49 +375,7 @@ class BaseCAM:
     # ---- inputs ------------------------------------------------------------------------------
 
     def _prepare_inputs(self, images) -> tuple[Any, int]:
-        expected = _expected_inputs(self.model)
-        if isinstance(images, dict):
-            leaves = list(images.values())
-        elif isinstance(images, (list, tuple)) and expected is not None and len(expected) > 1:
-            leaves = list(images)
-        else:
-            leaves = [images]
-            images = images
-        if expected is not None and len(leaves) != len(expected):
-            raise InvalidInputError(
-                f"The model takes {len(expected)} inputs "
-                f"({', '.join(repr(t.name) for t in expected)}). Received {len(leaves)}. "
-                "Pass a list (in model input order) or a dict keyed by input name."
-            )
-        if isinstance(images, dict) and expected is not None:
-            names = [t.name for t in expected]
-            unknown = sorted(set(images) - set(names))
-            if unknown:
-                raise InvalidInputError(
-                    f"Unknown input names {unknown}. The model's inputs are {names}."
-                )
-            ordered = [images[name] for name in names]
-            pairs = list(zip(ordered, expected))
-        else:
-            pairs = list(zip(leaves, expected)) if expected is not None else [
-                (x, None) for x in leaves
-            ]
-        converted = [_to_tensor(x, spec) for x, spec in pairs]
-        sizes = {int(x.shape[0]) for x in converted}
-        if len(sizes) != 1:
-            raise InvalidInputError(
-                f"All inputs must hold the same number of samples. Received sizes {sorted(sizes)}."
-            )
-        n = sizes.pop()
-        if n == 0:
-            raise InvalidInputError("`images` is empty: pass at least one sample.")
-        if isinstance(images, dict):
-            structured = dict(zip([t.name for t in expected] if expected else images, converted))
-        elif len(converted) > 1 or isinstance(images, (list, tuple)) and expected is not None:
-            structured = converted if len(converted) > 1 else converted[0]
-        else:
-            structured = converted[0]
-        return structured, n
+        return prepare_inputs(self.model, images)
 
 
 def _same(tensor):
@@ -431,46 +390,6 @@ def _check_batch_size(batch_size) -> int:
             f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}."
         )
     return int(batch_size)
-
-
-def _expected_inputs(model) -> list | None:
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return None
-    return list(inputs) if inputs else None
-
-
-def _to_tensor(x, spec) -> tf.Tensor:
-    if not isinstance(x, (np.ndarray, tf.Tensor)) and not hasattr(x, "__array__"):
-        raise InvalidInputError(
-            f"`images` must be arrays or tensors. Received: {type(x).__name__}."
-        )
-    dtype = tf.as_dtype(spec.dtype) if spec is not None else None
-    if dtype is None:
-        kind = np.dtype(x.dtype.as_numpy_dtype if isinstance(x, tf.Tensor) else x.dtype).kind
-        dtype = tf.float32 if kind == "f" or kind in "ub" else tf.as_dtype(x.dtype)
-    tensor = tf.convert_to_tensor(x)
-    if tensor.dtype != dtype:
-        tensor = tf.cast(tensor, dtype)
-    if spec is not None:
-        expected = tuple(spec.shape)
-        got = tuple(tensor.shape)
-        if len(got) != len(expected) or any(
-            e is not None and e != g for e, g in zip(expected[1:], got[1:])
-        ):
-            hint = (
-                " Add a batch axis, e.g. `images[None]`." if len(got) == len(expected) - 1 else ""
-            )
-            raise InvalidInputError(
-                f"`images` must be a batched {len(expected)}D array matching the model input "
-                f"shape {expected}. Received: images.shape={got}.{hint}"
-            )
-    elif tensor.shape.rank is None or tensor.shape.rank < 2:
-        raise InvalidInputError(
-            f"`images` must have a batch axis. Received: images.shape={tuple(tensor.shape)}."
-        )
-    return tensor
 
 
 def _output_index(model, output) -> int:
