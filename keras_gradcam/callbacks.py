@@ -305,6 +305,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         self._masks = None
         self._previous_maps: np.ndarray | None = None
         self._n = 0
+        self.classes: int | None = None
 
     # ---- set-up (train begin): fail fast -----------------------------------------------------
 

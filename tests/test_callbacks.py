@@ -284,8 +284,12 @@ def test_resumed_fit_continues_the_steps(tmp_path):
     x, y, _ = objects(64, shortcut=False, seed=0)
     probes, labels, _ = objects(3, shortcut=False, seed=1)
     cb = kgc.GradCAMCallback(probes, tmp_path, probe_labels=labels)
+    seen = []  # what a reader finds on disk right after each logged epoch (flushed)
+    reader = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(
+        steps_of(written(str(tmp_path / "gradcam"))["images"], "gradcam/grid")))
     model = tiny_cnn()
-    model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[cb, reader])
+    assert seen == [[0], [0, 1]]
     model.fit(x, y, epochs=4, initial_epoch=2, verbose=0, callbacks=[cb])
     pairs = written(str(tmp_path / "gradcam"))
     assert steps_of(pairs["images"], "gradcam/grid") == [0, 1, 2, 3]
