@@ -24,7 +24,7 @@ def fashion_mnist_available(directory: str = FASHION_MNIST_DIR) -> bool:
 
 
 def load_fashion_mnist(split: str = "train", directory: str = FASHION_MNIST_DIR):
-    """Read Fashion-MNIST from its idx files.
+    """Read Fashion-MNIST: Debian's idx files where installed, else `keras.datasets` (download).
 
     Args:
         split: `"train"` (60,000 images) or `"test"` (10,000).
@@ -34,22 +34,39 @@ def load_fashion_mnist(split: str = "train", directory: str = FASHION_MNIST_DIR)
         `(images, labels)`: uint8 `(n, 28, 28)` and uint8 `(n,)`.
 
     Raises:
-        FileNotFoundError: the files are missing (with the apt-get command that installs them).
+        FileNotFoundError: no local files and no download possible (the message gives the
+            apt-get command that installs them).
     """
+    if split not in ("train", "test"):
+        raise ValueError(f"`split` must be 'train' or 'test'. Received: split={split!r}.")
+    if not fashion_mnist_available(directory):
+        return _download_fashion_mnist(split, directory)
     prefix = {"train": "train", "test": "t10k"}[split]
     paths = [os.path.join(directory, f"{prefix}-{kind}-ubyte.gz")
              for kind in ("images-idx3", "labels-idx1")]
-    for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(
-                f"Fashion-MNIST file {path} not found. Install it with "
-                "`apt-get install dataset-fashion-mnist`, or use `generated_shapes()`."
-            )
     with gzip.open(paths[0], "rb") as f:
         images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     with gzip.open(paths[1], "rb") as f:
         labels = np.frombuffer(f.read(), np.uint8, offset=8)
     return images, labels
+
+
+def _download_fashion_mnist(split: str, directory: str):
+    """`keras.datasets.fashion_mnist`, after a 3-second check that its server answers."""
+    import socket
+
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=3).close()
+        import keras
+
+        train, test = keras.datasets.fashion_mnist.load_data()
+    except Exception as error:  # noqa: BLE001 - offline: one clear error instead
+        raise FileNotFoundError(
+            f"Fashion-MNIST is not in {directory} and could not be downloaded ({error}). "
+            "Install it with `apt-get install dataset-fashion-mnist`, or use "
+            "`generated_shapes()`."
+        ) from None
+    return train if split == "train" else test
 
 
 def generated_shapes(n: int, size: int = 28, seed: int = 0):

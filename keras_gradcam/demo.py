@@ -25,9 +25,15 @@ def load_demo_data(data: str = "auto", n_train: int = 4000, n_probe: int = 16, s
     """
     from keras_gradcam import datasets
 
-    use_fashion = data == "fashion-mnist" or (data == "auto" and datasets.fashion_mnist_available())
+    use_fashion = data != "shapes"
     if use_fashion:
-        images, labels = datasets.load_fashion_mnist("train")
+        try:
+            images, labels = datasets.load_fashion_mnist("train")
+        except FileNotFoundError:
+            if data == "fashion-mnist":
+                raise
+            use_fashion = False
+    if use_fashion:
         keep = np.isin(labels, FASHION_CLASSES)
         images, labels = images[keep], np.searchsorted(FASHION_CLASSES, labels[keep])
         names = [datasets.FASHION_MNIST_CLASSES[c] for c in FASHION_CLASSES]
