@@ -61,8 +61,10 @@ from keras_gradcam.methods import (  # noqa: E402
     XGradCAM,
     get_method,
 )
+from keras_gradcam.streaming import explain_dataset  # noqa: E402
 
 __all__ = [
+    "explain_dataset",
     "CAM",
     "METHODS",
     "EigenCAM",
