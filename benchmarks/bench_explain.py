@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -398,7 +397,9 @@ def child_rss(model_name, mode, batch, calls=3):
         fn = cam
     for _ in range(calls):
         fn(x)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork+exec, so a child
+    # would report the (larger) parent's peak.
+    peak = rss_now()["VmHWM"]
     print(json.dumps({"peak_mib": peak, "before_mib": before}))
 
 
@@ -465,7 +466,9 @@ def section_stream(report, args):
         out = run_child(["--child-stream", str(total), mode, str(size)])
         samples = out["samples"]
         unit = "images" if mode == "generator" else "s"
-        first = samples[min(1, len(samples) - 1)]  # after the first batches (tracing, pools)
+        # from after the first batches (tracing, thread pools, first memmap pages) to the end
+        first = samples[min(1, len(samples) - 1)] if mode == "generator" else samples[
+            len(samples) // 5]
         last = samples[-1]
         anon = [s[1].get("RssAnon", s[1]["VmRSS"]) for s in samples]
         growth = last[1].get("RssAnon", 0) - first[1].get("RssAnon", 0)
