@@ -234,22 +234,41 @@ class BaseCAM:
         )
         parts = []
         for start in range(0, n, batch_size):
-            chunk = keras.tree.map_structure(
-                lambda x, start=start: x[start : start + batch_size], inputs
+            stop = min(start + batch_size, n)
+            rows = self._padded_rows(start, stop, batch_size)
+            if len(rows) == stop - start:
+                chunk = keras.tree.map_structure(lambda x, a=start, b=stop: x[a:b], inputs)
+            else:
+                chunk = keras.tree.map_structure(lambda x, rows=rows: tf.gather(x, rows), inputs)
+            out = step(chunk, ids[rows])
+            parts.append({k: v[: stop - start] for k, v in out.items() if k != "finite"})
+            parts[-1]["finite"] = out["finite"]
+        # One device-to-host sync for the whole call: chunks queue up back to back.
+        if not all(bool(part.pop("finite")) for part in parts):
+            raise InvalidInputError(
+                "`images` contain NaN or infinite values; Grad-CAM of such inputs is "
+                "meaningless. Clean or re-normalise the images first."
             )
-            out = step(chunk, ids[start : start + batch_size])
-            if not bool(out["finite"]):
-                raise InvalidInputError(
-                    "`images` contain NaN or infinite values; Grad-CAM of such inputs is "
-                    "meaningless. Clean or re-normalise the images first."
-                )
-            parts.append(out)
-        result = {
-            k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0] if k != "finite"
-        }
+        result = {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0]}
         if target_fn:
             result["targets"] = np.full((n,), -1, np.int32)
         return Explanation(**result)
+
+    def _padded_rows(self, start: int, stop: int, batch_size: int) -> np.ndarray:
+        """Row indices of one chunk. Under XLA, padded (repeating the last row) to a power of
+        two, at most `batch_size`, so XLA compiles a handful of shapes instead of one per batch
+        size; maps are per sample, so padding never changes them."""
+        rows = np.arange(start, stop)
+        if self.jit_compile:
+            size = min(batch_size, 1 << (len(rows) - 1).bit_length())
+            rows = np.concatenate([rows, np.full(max(size - len(rows), 0), stop - 1)])
+        return rows
+
+    def explain_dataset(self, dataset, **kwargs):
+        """Explain a `tf.data.Dataset` batch by batch; see `keras_gradcam.explain_dataset`."""
+        from keras_gradcam.streaming import explain_dataset
+
+        return explain_dataset(self, dataset, **kwargs)
 
     # ---- the compiled step -------------------------------------------------------------------
 
