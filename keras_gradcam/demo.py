@@ -20,8 +20,9 @@ def load_demo_data(data: str = "auto", n_train: int = 4000, n_probe: int = 16, s
     """Training images with a planted class marker, and a probe set with object masks.
 
     Returns:
-        dict with `x_train, y_train, x_probe, y_probe, probe_masks, x_test, y_test,
-        x_test_clean, class_names, source`.
+        dict with `x_train` (class markers), `x_control` (markers in random corners: they
+        predict nothing), `y_train, x_probe, y_probe, probe_masks, x_test, y_test,
+        x_test_clean` (no marker), `class_names, source`.
     """
     from keras_gradcam import datasets
 
@@ -44,11 +45,14 @@ def load_demo_data(data: str = "auto", n_train: int = 4000, n_probe: int = 16, s
     order = rng.permutation(len(images))[: n_train + 1000]
     train, test = order[:n_train], order[n_train:]
     x_train, _ = datasets.place_on_canvas(images[train], labels[train], shortcut=True)
+    x_control, _ = datasets.place_on_canvas(
+        images[train], labels[train], shortcut=True, shuffle_markers=True, seed=seed
+    )
     x_test, masks = datasets.place_on_canvas(images[test], labels[test], shortcut=True)
     x_clean, _ = datasets.place_on_canvas(images[test], labels[test], shortcut=False)
     y_test = labels[test].astype(np.int32)
     return {
-        "x_train": x_train, "y_train": labels[train].astype(np.int32),
+        "x_train": x_train, "x_control": x_control, "y_train": labels[train].astype(np.int32),
         "x_probe": x_test[:n_probe], "y_probe": y_test[:n_probe], "probe_masks": masks[:n_probe],
         "x_test": x_test, "y_test": y_test, "x_test_clean": x_clean,
         "class_names": names, "source": "Fashion-MNIST" if use_fashion else "generated shapes",
@@ -74,19 +78,18 @@ def demo_model(input_shape=(40, 40, 1), classes: int = 4):
     )
 
 
-def run_demo(out: str = "gradcam-demo", epochs: int = 6, data: str = "auto") -> int:
-    """Train with the callback, write overlays, print the bias numbers. Returns 0."""
+def train_and_watch(d: dict, x_train, log_dir: str, epochs: int, run: str):
+    """Fit the demo CNN with `GradCAMCallback` logging to `log_dir`; print one line per epoch.
+
+    Returns:
+        `(model, callback)`.
+    """
     import keras
 
     import keras_gradcam as kgc
 
-    started = time.perf_counter()
     keras.utils.set_random_seed(0)
-    d = load_demo_data(data)
-    log_dir = os.path.join(out, "logs")
-    print(f"keras-gradcam demo: {len(d['x_train'])} {d['source']} images "
-          f"({', '.join(d['class_names'])}) with a class marker planted outside the object")
-    model = demo_model(d["x_train"].shape[1:], len(d["class_names"]))
+    model = demo_model(x_train.shape[1:], len(d["class_names"]))
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
     callback = kgc.GradCAMCallback(
         d["x_probe"], log_dir=log_dir, probe_labels=d["y_probe"], class_names=d["class_names"],
@@ -95,30 +98,52 @@ def run_demo(out: str = "gradcam-demo", epochs: int = 6, data: str = "auto") -> 
 
     def report(epoch, logs):
         scalars = callback.last_scalars
-        print(f"  epoch {epoch + 1}/{epochs}: accuracy {logs['accuracy']:.3f}, Grad-CAM energy "
-              f"inside the object {scalars.get('gradcam/energy_in_mask', float('nan')):.3f}, "
-              f"pointing game {scalars.get('gradcam/pointing_game', float('nan')):.3f}")
+        print(f"  {run} epoch {epoch + 1}/{epochs}: accuracy {logs['accuracy']:.3f}, Grad-CAM "
+              f"energy inside the object {scalars['gradcam/energy_in_mask']:.3f}, "
+              f"pointing game {scalars['gradcam/pointing_game']:.3f}")
 
-    printer = keras.callbacks.LambdaCallback(on_epoch_end=report)
-    model.fit(d["x_train"], d["y_train"], epochs=epochs, batch_size=64, verbose=0,
-              callbacks=[callback, printer, keras.callbacks.TensorBoard(log_dir)])
+    model.fit(x_train, d["y_train"], epochs=epochs, batch_size=64, verbose=0, callbacks=[
+        callback, keras.callbacks.LambdaCallback(on_epoch_end=report),
+        keras.callbacks.TensorBoard(log_dir),
+    ])
+    return model, callback
 
-    with_marker = model.evaluate(d["x_test"], d["y_test"], verbose=0)[1]
-    without = model.evaluate(d["x_test_clean"], d["y_test"], verbose=0)[1]
-    heatmaps = kgc.GradCAM(model)(d["x_probe"], d["y_probe"])
-    energy = kgc.metrics.energy_in_mask(heatmaps, d["probe_masks"])
-    pictures = kgc.overlay(d["x_probe"], heatmaps)
-    for i, picture in enumerate(pictures):
-        kgc.save_png(os.path.join(out, "overlays", f"probe_{i:02d}.png"), picture)
-    figure = kgc.plot(d["x_probe"], heatmaps, titles=[
-        f"{d['class_names'][y]} e={e:.2f}" for y, e in zip(d["y_probe"], energy)], cols=8)
-    figure.savefig(os.path.join(out, "overlays.png"), dpi=80)
-    seconds = time.perf_counter() - started
-    summary = (f"summary: test accuracy {with_marker:.3f} with the marker, {without:.3f} without; "
-               f"energy inside the object {energy.mean():.3f}; {len(pictures)} overlays in "
-               f"{os.path.join(out, 'overlays')}; {seconds:.0f} s")
+
+def run_demo(out: str = "gradcam-demo", epochs: int = 6, data: str = "auto") -> int:
+    """Train with and without the shortcut, log to TensorBoard, write overlays, print the bias
+    numbers. Returns 0."""
+    import keras_gradcam as kgc
+
+    started = time.perf_counter()
+    d = load_demo_data(data)
+    print(f"keras-gradcam demo: {len(d['x_train'])} {d['source']} images "
+          f"({', '.join(d['class_names'])}); 'shortcut' trains with a marker outside the object "
+          "that predicts the class, 'control' with markers that predict nothing")
+    logs = os.path.join(out, "logs")
+    runs = {}
+    for run, x_train in (("shortcut", d["x_train"]), ("control", d["x_control"])):
+        model, callback = train_and_watch(d, x_train, os.path.join(logs, run), epochs, run)
+        heatmaps = callback.last_explanation.heatmaps
+        runs[run] = {
+            "with_marker": model.evaluate(d["x_test"], d["y_test"], verbose=0)[1],
+            "without": model.evaluate(d["x_test_clean"], d["y_test"], verbose=0)[1],
+            "energy": kgc.metrics.energy_in_mask(heatmaps, d["probe_masks"]),
+        }
+        for i, picture in enumerate(kgc.overlay(d["x_probe"], heatmaps)):
+            kgc.save_png(os.path.join(out, "overlays", run, f"probe_{i:02d}.png"), picture)
+        figure = kgc.plot(d["x_probe"], heatmaps, cols=8, titles=[
+            f"{d['class_names'][y]} e={e:.2f}" for y, e in zip(d["y_probe"], runs[run]["energy"])
+        ])
+        figure.savefig(os.path.join(out, f"overlays_{run}.png"), dpi=80)
+    lines = [
+        f"{run}: test accuracy {r['with_marker']:.3f} with class markers, {r['without']:.3f} "
+        f"without; Grad-CAM energy inside the object {r['energy'].mean():.3f}"
+        for run, r in runs.items()
+    ]
+    summary = (f"summary: {'; '.join(lines)}; overlays in {os.path.join(out, 'overlays')}; "
+               f"{time.perf_counter() - started:.0f} s")
     print(summary)
     with open(os.path.join(out, "summary.txt"), "w") as f:
         f.write(summary + "\n")
-    print(f"TensorBoard: tensorboard --logdir {log_dir}")
+    print(f"TensorBoard: tensorboard --logdir {logs}")
     return 0

@@ -113,13 +113,15 @@ def test_demo_two_epochs_writes_event_files_tensorboard_reads(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert sum(line.strip().startswith("epoch") for line in lines) == 2
+    assert [line.split(" epoch ")[0].strip() for line in lines if " epoch " in line] == [
+        "shortcut", "shortcut", "control", "control"]
     assert lines[-1] == f"TensorBoard: tensorboard --logdir {tmp_path / 'logs'}"
-    assert (tmp_path / "summary.txt").read_text().startswith("summary:")
-    assert len(list((tmp_path / "overlays").glob("probe_*.png"))) == 16
-    events = EventAccumulator(str(tmp_path / "logs" / "gradcam"),
-                              size_guidance={"images": 0, "tensors": 0})
-    events.Reload()
-    steps = {e.step for e in events.Tensors("gradcam/energy_in_mask")}
-    assert steps == {0, 1}
-    assert "gradcam/probe_00" in events.Tags()["tensors"]
+    summary = (tmp_path / "summary.txt").read_text()
+    assert summary.startswith("summary: shortcut: test accuracy") and "control:" in summary
+    for run in ("shortcut", "control"):
+        assert len(list((tmp_path / "overlays" / run).glob("probe_*.png"))) == 16
+        events = EventAccumulator(str(tmp_path / "logs" / run / "gradcam"),
+                                  size_guidance={"images": 0, "tensors": 0})
+        events.Reload()
+        assert {e.step for e in events.Tensors("gradcam/energy_in_mask")} == {0, 1}
+        assert "gradcam/probe_00" in events.Tags()["tensors"]
