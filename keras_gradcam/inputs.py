@@ -10,6 +10,17 @@ import tensorflow as tf
 from keras_gradcam.errors import InvalidInputError
 
 
+def check_batch_size(batch_size) -> int:
+    """`batch_size` as an int, or a ValueError naming it when it is not a positive int."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+        batch_size < 1
+    ):
+        raise ValueError(
+            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}."
+        )
+    return int(batch_size)
+
+
 def model_inputs(model) -> list | None:
     """The model's symbolic inputs, or None when it has none (subclassed models)."""
     try:

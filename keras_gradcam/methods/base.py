@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradcam.errors import InvalidInputError, ModelNotSupportedError
-from keras_gradcam.inputs import prepare_inputs
+from keras_gradcam.inputs import check_batch_size, prepare_inputs
 from keras_gradcam.layers import LayerPath, resolve_layer
 from keras_gradcam.maps import normalize_maps, resize_maps, spatial_mean
 from keras_gradcam.methods.smoothing import Augmentation, first_component, per_channel
@@ -128,7 +128,7 @@ class BaseCAM:
             raise ValueError(
                 f"`score` must be 'logits' or 'probability'. Received: score={score!r}."
             )
-        _check_batch_size(batch_size)
+        check_batch_size(batch_size)
         layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
         if not layers:
             raise ValueError("`layer` is an empty list. Pass None, one layer or several layers.")
@@ -226,7 +226,7 @@ class BaseCAM:
     ) -> Explanation:
         """Like `__call__`, but also returns the explained classes, scores and logits."""
         inputs, n = self._prepare_inputs(images)
-        batch_size = self.batch_size if batch_size is None else _check_batch_size(batch_size)
+        batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         target_fn = targets if callable(targets) else None
         step = self._step(inputs, target_fn, bool(resize), bool(normalize))
         ids = np.full((n,), TOP1, np.int32) if target_fn else class_ids(
@@ -399,16 +399,6 @@ class BaseCAM:
 
 def _same(tensor):
     return tensor
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-        batch_size < 1
-    ):
-        raise ValueError(
-            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}."
-        )
-    return int(batch_size)
 
 
 def _output_index(model, output) -> int:

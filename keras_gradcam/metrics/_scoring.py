@@ -89,16 +89,6 @@ def scorer_for(model, output: int, activation) -> Scorer:
     return scorers[key]
 
 
-def check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-        batch_size < 1
-    ):
-        raise ValueError(
-            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}."
-        )
-    return int(batch_size)
-
-
 def _output_activation(model, output: int) -> str | None:
     try:
         layer = model.outputs[output]._keras_history.operation

@@ -17,9 +17,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_gradcam.inputs import check_batch_size
 from keras_gradcam.metrics._checks import as_heatmaps, mean
 from keras_gradcam.metrics._scoring import (
-    check_batch_size,
     check_images,
     scorer_for,
     target_classes,

@@ -13,9 +13,9 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from keras_gradcam.inputs import check_batch_size
 from keras_gradcam.metrics._checks import as_heatmaps, mean
 from keras_gradcam.metrics._scoring import (
-    check_batch_size,
     check_images,
     scorer_for,
     target_classes,
