@@ -509,7 +509,7 @@ class GradCAMCallback(keras.callbacks.Callback):
 
         writer = self._get_writer()
         digits = max(2, len(str(self._n - 1)))
-        probabilities = _softmax(primary.logits)
+        probabilities = primary.probabilities
         rows = []
         with writer.as_default(), tf.summary.record_if(True):
             for i in range(self._n):
@@ -563,14 +563,6 @@ class GradCAMCallback(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "gradcam"))
         return self._writer
 
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    logits = np.asarray(logits, np.float64)
-    if logits.shape[-1] == 1:  # one unit: a sigmoid score
-        p = 1.0 / (1.0 + np.exp(-logits))
-        return np.concatenate([1 - p, p], axis=-1)
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
 
 
 __all__ = ["GradCAMCallback"]

@@ -46,6 +46,18 @@ def _call(layer, args, kwargs):
     return layer(*args, **kwargs)
 
 
+def head_activation(model, index: int = 0) -> str | None:
+    """The softmax/sigmoid that ends output `index` of `model` ("softmax", "sigmoid" or None).
+
+    Follows nested models; for subclassed models, looks at the last layer (as the replay does).
+    """
+    if not is_functional(model):
+        return _activation_name(model.layers[-1]) if model.layers else None
+    graph = model._functional if isinstance(model, keras.Sequential) else model
+    op = _output_layers(graph)[index]
+    return head_activation(op, 0) if is_container(op) else _activation_name(op)
+
+
 def _output_layers(graph) -> list:
     return [tensor._keras_history.operation for tensor in graph.outputs]
 

@@ -380,7 +380,8 @@ class _Job:
             order = order[indices[order] >= 0]  # drop the padding
             parts = {
                 key: np.concatenate([v.numpy() for v in local(out[key])])[order]
-                for key in ("heatmaps", "targets", "scores", "logits")
+                for key in out
+                if key != "finite"
             }
             if self.target_fn is not None:
                 parts["targets"] = np.full(len(indices), -1, np.int32)

@@ -55,18 +55,29 @@ def class_ids(targets: Targets, batch: int, num_classes: int | None) -> np.ndarr
     return ids.astype(np.int32)
 
 
-def select_scores(scores: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Pick one score per sample: `scores[i, ..., ids[i]]`, summed over any spatial axes.
+def class_scores(explained: tf.Tensor, probability: bool = False) -> tf.Tensor:
+    """Per-class scores `(batch, classes)` of the explained output.
+
+    Dense outputs (segmentation) are summed over their positions. A single unit (a binary
+    classifier) becomes two classes: class 1 is the unit, class 0 its complement (`-z` for a
+    logit, `1 - p` for a probability), so `targets=0` explains the negative class.
+    """
+    scores = tf.cast(explained, tf.float32)
+    if scores.shape.rank == 1:
+        scores = scores[:, None]
+    if scores.shape.rank > 2:
+        scores = tf.reduce_sum(scores, axis=list(range(1, scores.shape.rank - 1)))
+    if scores.shape[-1] == 1:
+        scores = tf.concat([1.0 - scores if probability else -scores, scores], axis=-1)
+    return scores
+
+
+def select_scores(per_class: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Pick one score per sample, `per_class[i, ids[i]]`, the top-1 class where `ids` is `TOP1`.
 
     Returns:
         `(score, ids)`: scores of shape `(batch,)` and the class ids used (top-1 resolved).
     """
-    scores = tf.cast(scores, tf.float32)
-    if scores.shape.rank == 1:
-        scores = scores[:, None]
-    per_class = scores
-    if scores.shape.rank > 2:  # dense predictions (segmentation): sum a class over all positions
-        per_class = tf.reduce_sum(scores, axis=list(range(1, scores.shape.rank - 1)))
     top1 = tf.argmax(per_class, axis=-1, output_type=tf.int32)
     ids = tf.where(ids < 0, top1, ids)
     return tf.gather(per_class, ids, axis=1, batch_dims=1), ids

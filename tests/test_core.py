@@ -364,3 +364,26 @@ def test_non_tensorflow_backend_explains_how_to_switch(backend):
     )
     assert result.returncode != 0
     assert "KERAS_BACKEND=tensorflow" in result.stderr and "BackendError" in result.stderr
+
+
+def test_single_sigmoid_unit_is_a_binary_classifier(images):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    p = model.predict(images, verbose=0)[:, 0]
+    cam = kgc.GradCAM(model)
+    top1 = cam.explain(images)
+    np.testing.assert_array_equal(top1.predicted, (p > 0.5).astype(int))
+    np.testing.assert_array_equal(top1.targets, top1.predicted)
+    np.testing.assert_allclose(top1.probabilities, np.stack([1 - p, p], -1), atol=1e-6)
+    positive, negative = cam.explain(images, 1), cam.explain(images, 0)
+    np.testing.assert_allclose(negative.scores, -positive.scores, atol=1e-6)
+    with pytest.raises(kgc.InvalidTargetError, match=r"\[0, 1\]"):
+        cam(images, 2)
+
+
+def test_probabilities_match_the_models_softmax(cnn, images):
+    explanation = kgc.GradCAM(cnn).explain(images)
+    np.testing.assert_allclose(explanation.probabilities, cnn.predict(images, verbose=0),
+                               atol=1e-6)

@@ -21,8 +21,15 @@ from keras_gradcam.inputs import check_batch_size, prepare_inputs
 from keras_gradcam.layers import LayerPath, resolve_layer
 from keras_gradcam.maps import normalize_maps, resize_maps, spatial_mean
 from keras_gradcam.methods.smoothing import Augmentation, first_component, per_channel
-from keras_gradcam.model import ScoreModel
-from keras_gradcam.targets import TOP1, Targets, call_target, class_ids, select_scores
+from keras_gradcam.model import ScoreModel, head_activation
+from keras_gradcam.targets import (
+    TOP1,
+    Targets,
+    call_target,
+    class_ids,
+    class_scores,
+    select_scores,
+)
 
 
 @dataclasses.dataclass
@@ -35,13 +42,17 @@ class Explanation:
         scores: float32 `(batch,)`, the differentiated score (pre-softmax unless
             `score="probability"`).
         logits: float32 `(batch, classes)`, the explained output's scores for every class
-            (summed over positions for dense outputs).
+            (summed over positions for dense outputs; a single sigmoid unit gives two classes,
+            `[-z, z]`).
+        probabilities: float32 `(batch, classes)`: the model's own softmax/sigmoid of
+            `logits` (softmax for a linear multi-class head, sigmoid for a single unit).
     """
 
     heatmaps: np.ndarray
     targets: np.ndarray
     scores: np.ndarray
     logits: np.ndarray
+    probabilities: np.ndarray
 
     @property
     def predicted(self) -> np.ndarray:
@@ -148,6 +159,8 @@ class BaseCAM:
         self._score_model = self._score_models[0]
         self._steps: dict[Any, tf.types.experimental.GenericFunction] = {}
         self._num_classes: int | None = _num_classes(model, self.output_index)
+        self._head_activation = head_activation(model, self.output_index)
+        self._single_unit = False  # set while tracing: the explained output has one unit
 
     @property
     def layer(self) -> keras.layers.Layer:
@@ -337,18 +350,23 @@ class BaseCAM:
 
     def _scores(self, outputs, ids, target_fn, groups: int = 1):
         explained = outputs[self.output_index]
-        logits = tf.cast(explained, tf.float32)
-        if logits.shape.rank == 1:
-            logits = logits[:, None]
-        if logits.shape.rank > 2:
-            logits = tf.reduce_sum(logits, axis=list(range(1, logits.shape.rank - 1)))
+        self._single_unit = explained.shape.rank == 1 or explained.shape[-1] == 1  # trace time
+        logits = class_scores(explained, self.score == "probability")
         if groups > 1:  # every view explains the top-1 class of the original sample
             top1 = tf.argmax(logits[: tf.shape(logits)[0] // groups], -1, output_type=tf.int32)
             ids = tf.where(ids < 0, tf.tile(top1, [groups]), ids)
-        scores, ids = select_scores(explained, ids)
+        scores, ids = select_scores(logits, ids)
         if target_fn is not None:
             scores = call_target(target_fn, outputs)
         return scores, ids, logits
+
+    def _probabilities(self, logits: tf.Tensor) -> tf.Tensor:
+        """The explained output's probabilities from the per-class scores."""
+        if self.score == "probability":
+            return logits
+        if self._head_activation == "sigmoid" or self._single_unit:
+            return tf.sigmoid(logits)
+        return tf.nn.softmax(logits, axis=-1)
 
     def _step(self, inputs, target_fn, resize: bool, normalize: bool):
         signature = keras.tree.map_structure(
@@ -367,7 +385,7 @@ class BaseCAM:
             )
             maps, scores, ids, logits = self.compute(inputs, ids, target_fn, size, normalize)
             return {"heatmaps": maps, "targets": ids, "scores": scores, "logits": logits,
-                    "finite": finite}
+                    "probabilities": self._probabilities(logits), "finite": finite}
 
         function = tf.function(
             step,
@@ -426,7 +444,10 @@ def _num_classes(model, index: int) -> int | None:
         shape = model.outputs[index].shape
     except (AttributeError, ValueError, IndexError, TypeError):
         return None
-    return int(shape[-1]) if len(shape) >= 2 and shape[-1] is not None else 1
+    if len(shape) < 2 or shape[-1] == 1:
+        return 2  # a single unit: class 1 is the unit, class 0 its complement
+    return int(shape[-1]) if shape[-1] is not None else None
+
 
 
 def _spatial_size(inputs, layer, resize: bool) -> tuple[int, ...] | None:
