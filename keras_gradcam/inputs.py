@@ -74,9 +74,15 @@ def prepare_inputs(model, images: Any) -> tuple[Any, int]:
         )
     if sizes[0] == 0:
         raise InvalidInputError("`images` is empty: pass at least one sample.")
-    if names is not None:
+    if names is not None and (expected is None or _takes_dict(model)):
         return dict(zip(names, tensors)), sizes[0]
     return (tensors if len(tensors) > 1 else tensors[0]), sizes[0]
+
+
+def _takes_dict(model) -> bool:
+    """Whether a functional model was built on a dict of inputs (else: list in input order)."""
+    graph = getattr(model, "_functional", None) or model
+    return isinstance(getattr(graph, "_inputs_struct", None), dict)
 
 
 def _to_tensor(x, spec) -> tf.Tensor:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -387,3 +388,16 @@ def test_probabilities_match_the_models_softmax(cnn, images):
     explanation = kgc.GradCAM(cnn).explain(images)
     np.testing.assert_allclose(explanation.probabilities, cnn.predict(images, verbose=0),
                                atol=1e-6)
+
+
+def test_model_built_on_a_dict_of_inputs(images):
+    image = keras.Input((16, 16, 3), name="image")
+    meta = keras.Input((2,), name="meta")
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(image)
+    x = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(x), meta])
+    model = keras.Model({"image": image, "meta": meta}, keras.layers.Dense(3)(x))
+    meta_values = np.random.rand(4, 2).astype("float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        heatmaps = kgc.GradCAM(model)({"meta": meta_values, "image": images}, targets=2)
+    assert heatmaps.shape == (4, 16, 16) and np.isfinite(heatmaps).all()
