@@ -245,24 +245,29 @@ class BaseCAM:
         ids = np.full((n,), TOP1, np.int32) if target_fn else class_ids(
             targets, n, self._num_classes
         )
-        parts = []
+        parts, finite = [], []
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             rows = self._padded_rows(start, stop, batch_size)
-            if len(rows) == stop - start:
+            if len(rows) == n:  # the whole input in one call: no slicing (eager ops cost ~1 ms)
+                chunk = inputs
+            elif len(rows) == stop - start:
                 chunk = keras.tree.map_structure(lambda x, a=start, b=stop: x[a:b], inputs)
             else:
                 chunk = keras.tree.map_structure(lambda x, rows=rows: tf.gather(x, rows), inputs)
             out = step(chunk, ids[rows])
-            parts.append({k: v[: stop - start] for k, v in out.items() if k != "finite"})
-            parts[-1]["finite"] = out["finite"]
-        # One device-to-host sync for the whole call: chunks queue up back to back.
-        if not all(bool(part.pop("finite")) for part in parts):
+            finite.append(out.pop("finite"))
+            parts.append((stop - start, out))
+        # Results come to the host after the loop, so chunks queue up back to back.
+        if not all(bool(flag) for flag in finite):
             raise InvalidInputError(
                 "`images` contain NaN or infinite values; Grad-CAM of such inputs is "
                 "meaningless. Clean or re-normalise the images first."
             )
-        result = {k: np.concatenate([p[k].numpy() for p in parts]) for k in parts[0]}
+        parts = [{k: v.numpy()[:count] for k, v in out.items()} for count, out in parts]
+        result = parts[0] if len(parts) == 1 else {
+            k: np.concatenate([p[k] for p in parts]) for k in parts[0]
+        }
         if target_fn:
             result["targets"] = np.full((n,), -1, np.int32)
         return Explanation(**result)
@@ -406,8 +411,9 @@ class BaseCAM:
         logits_shape = concrete.structured_outputs["logits"].shape
         if self._num_classes is None and logits_shape[-1] is not None:
             self._num_classes = int(logits_shape[-1])
-        self._steps[key] = function
-        return function
+        # The concrete function: calling it skips tf.function's per-call signature matching.
+        self._steps[key] = concrete
+        return concrete
 
     # ---- inputs ------------------------------------------------------------------------------
 
