@@ -156,7 +156,10 @@ def _explain(args) -> int:
             probabilities = model.predict(_preprocess(batch, args.preprocess), verbose=0)
             if isinstance(probabilities, list):
                 probabilities = probabilities[explainer.output_index]
-            pictures = kgc.overlay(batch / 255.0, result.heatmaps)
+            if result.heatmaps.ndim == 4:  # guided methods: images centred on 0.5, not heatmaps
+                pictures = np.round(np.clip(result.heatmaps, 0, 1) * 255).astype(np.uint8)
+            else:
+                pictures = kgc.overlay(batch / 255.0, result.heatmaps)
             for i, path in enumerate(names):
                 stem = os.path.splitext(os.path.basename(path))[0]
                 kgc.save_png(os.path.join(args.out, f"{stem}_{explainer.name}.png"), pictures[i])

@@ -95,6 +95,8 @@ def save_png(path: str | os.PathLike, image) -> str:
         raise ValueError(
             f"`image` must be (H, W) or (H, W, C). Received: image.shape={image.shape}."
         )
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
     if image.dtype != np.uint8:
         image = np.round(np.clip(image.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -48,6 +48,18 @@ def test_explain_writes_overlays_and_csv(workdir, tmp_path):
     assert picture.shape[:2] == (16, 16)
 
 
+
+@pytest.mark.parametrize("method", ["guided-backprop", "guided-gradcam"])
+def test_explain_with_a_guided_method_writes_the_guided_image(workdir, tmp_path, method):
+    image = str(workdir / "images" / "img0.png")
+    code = main(["explain", str(workdir / "model.keras"), image, "--out", str(tmp_path),
+                 "--method", method])
+    assert code == 0
+    picture = matplotlib.image.imread(tmp_path / f"img0_{method}.png")
+    assert picture.shape[:2] == (16, 16)
+    assert picture[..., :3].std() > 0  # a gradient image, not a blank canvas
+
+
 def test_explain_a_folder_goes_on_past_an_unreadable_image(workdir, tmp_path, capsys):
     code = main(["explain", str(workdir / "model.keras"), str(workdir / "images"),
                  "--out", str(tmp_path)])

@@ -255,7 +255,7 @@ def test_several_layers_average_their_normalised_maps(tiny, images):
 def test_registry_names_every_method():
     assert list(kgc.METHODS) == [
         "gradcam", "gradcam++", "hirescam", "gradcam-elementwise", "xgradcam", "layercam",
-        "cam", "scorecam", "eigencam", "eigengradcam", "guided-gradcam",
+        "cam", "scorecam", "eigencam", "eigengradcam", "guided-gradcam", "guided-backprop",
     ]
     for name, cls in kgc.METHODS.items():
         assert kgc.get_method(name) is cls and kgc.get_method(cls.__name__) is cls
@@ -339,7 +339,7 @@ def test_matrix(method, kind, batch_size, targets, policy):
         ])
     finally:
         keras.mixed_precision.set_global_policy("float32")
-    shape = (3, 16, 16, 3) if method == "guided-gradcam" else (3, 16, 16)
+    shape = (3, 16, 16, 3) if method.startswith("guided") else (3, 16, 16)
     assert maps.shape == shape and maps.dtype == np.float32
     assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1 + 1e-6
     np.testing.assert_allclose(maps, one_by_one, atol=2e-2 if policy != "float32" else 1e-5)

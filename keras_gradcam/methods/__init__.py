@@ -18,11 +18,11 @@ METHODS: dict[str, type[BaseCAM]] = {
     cls.name: cls
     for cls in (
         GradCAM, GradCAMPlusPlus, HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, CAM,
-        ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM,
+        ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM, GuidedBackprop,
     )
 }
-"""Every method that returns a heatmap per sample, by name (`GuidedGradCAM` returns
-`(batch, H, W, C)`). `GuidedBackprop` is not a CAM and is only exported as a class."""
+"""Every method by name. All return a heatmap `(batch, *spatial)` per sample except the guided
+ones (`guided-gradcam`, `guided-backprop`), which return images `(batch, H, W, C)`."""
 
 
 def get_method(name: str) -> type[BaseCAM]:
@@ -43,7 +43,6 @@ def get_method(name: str) -> type[BaseCAM]:
 
     known = {key(n): cls for n, cls in METHODS.items()}
     known.update({key(cls.__name__): cls for cls in METHODS.values()})
-    known[key("GuidedBackprop")] = GuidedBackprop
     if key(name) in known:
         return known[key(name)]
     raise ValueError(f"Unknown method {name!r}. Known methods: {', '.join(METHODS)}.")
