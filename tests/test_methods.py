@@ -63,7 +63,7 @@ def conv_gap_dense(classes=3, activation="softmax", size=16, name="features"):
 
 
 def feature_maps(model, layer, x):
-    return keras.Model(model.inputs, model.get_layer(layer).output)(x).numpy()
+    return keras.Model(model.inputs[0], model.get_layer(layer).output)(x).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +161,7 @@ def test_scorecam_equals_brute_force_loop(max_channels):
     got = cam(x, targets, resize=False, normalize=False)
     features = feature_maps(model, "features", x)
     kernel, bias = model.get_layer("dense").get_weights()
-    pooled = keras.Model(model.inputs, model.get_layer("gap").output)
+    pooled = keras.Model(model.inputs[0], model.get_layer("gap").output)
     expected = []
     for i, target in enumerate(targets):
         channels = range(features.shape[-1])
