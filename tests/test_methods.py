@@ -91,6 +91,14 @@ def test_gradcam_plus_plus_alpha_is_zero_where_the_denominator_is():
     g = np.array([-1.0, 2.0], np.float32).reshape(1, 1, 2, 1)  # g=-1: 2 - 2 = 0 -> alpha 0
     weights = kgc.GradCAMPlusPlus.channel_weights(None, tf.constant(a), tf.constant(g)).numpy()
     np.testing.assert_allclose(weights, [[4 / (8 + 16) * 2]], atol=1e-7)
+    # A positive gradient with a zero denominator: sum A = -2, g = 1 -> 2 - 2 = 0 -> alpha 0;
+    # g = 0.5 -> alpha = 0.25 / (0.5 - 0.25) = 1, weight 0.5.
+    a = np.full((1, 1, 2, 1), -1.0, np.float32)
+    g = np.array([1.0, 0.5], np.float32).reshape(a.shape)
+    weights = kgc.GradCAMPlusPlus.channel_weights(None, tf.constant(a), tf.constant(g))
+    np.testing.assert_allclose(weights.numpy(), [[0.5]], atol=1e-7)
+    reference = np_gradcam_plus_plus(a, g)
+    np.testing.assert_allclose(reference, -0.5 * np.ones((1, 1, 2)), atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["gradcam", "hirescam", "layercam"])

@@ -23,12 +23,14 @@ class GradCAMPlusPlus(BaseCAM):
     denominator instead of zeroing it). The authors' code differentiates `exp(y^c)`, which
     multiplies `g` by `exp(y^c)`: alpha is unchanged, w_k scales by a positive per-sample
     constant, so normalised maps are the same.
+
+    Computed in the equivalent reduced form `alpha_ij ReLU(g_ij) = ReLU(g_ij) / (2 + S_k g_ij)`
+    with `S_k = sum_ab A_ab^k` (the `g^2` cancels; 0 where `2 + S_k g_ij = 0`, and where `g_ij <= 0`
+    both forms are 0): two element-wise passes instead of seven, and no `g^3` to underflow.
     """
 
     name = "gradcam++"
 
     def channel_weights(self, activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
-        g2 = tf.square(gradients)
         total = per_channel(spatial_sum(activations), activations)
-        alpha = tf.math.divide_no_nan(g2, 2.0 * g2 + total * g2 * gradients)
-        return spatial_sum(alpha * tf.nn.relu(gradients))
+        return spatial_sum(tf.math.divide_no_nan(tf.nn.relu(gradients), 2.0 + total * gradients))
