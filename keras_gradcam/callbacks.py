@@ -27,7 +27,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradcam.image import overlay, to_unit_rgb
+from keras_gradcam.image import displayable, overlay, to_unit_rgb
+from keras_gradcam.methods import get_method
 from keras_gradcam.methods.base import BaseCAM, Explanation
 
 _TARGETS = ("label", "predicted", "both")
@@ -35,7 +36,7 @@ _GAP = 2  # white pixels between panels and grid cells
 
 
 def _resolve_method(method) -> type[BaseCAM]:
-    """A BaseCAM subclass from a class or a name (through `get_method` where it exists)."""
+    """A BaseCAM subclass from a class or a name (see `keras_gradcam.get_method`)."""
     if isinstance(method, type) and issubclass(method, BaseCAM):
         return method
     if not isinstance(method, str):
@@ -43,17 +44,7 @@ def _resolve_method(method) -> type[BaseCAM]:
             "`method` must be a method name such as 'gradcam' or a BaseCAM subclass. "
             f"Received: method={method!r} of type {type(method).__name__}."
         )
-    try:
-        from keras_gradcam.methods import get_method
-    except ImportError:
-        get_method = None
-    if get_method is not None:
-        return get_method(method)
-    if method.lower().replace("-", "").replace("_", "") == "gradcam":
-        from keras_gradcam.methods import GradCAM
-
-        return GradCAM
-    raise ValueError(f"Unknown `method`. Available: 'gradcam'. Received: method={method!r}.")
+    return get_method(method)
 
 
 def _as_class_ids(labels, name: str = "probe_labels") -> np.ndarray:
@@ -133,22 +124,6 @@ def _write_image(tag: str, image: np.ndarray, step: int, description: str):
         step=step,
         metadata=metadata.create_summary_metadata(display_name=None, description=description),
     )
-
-
-def _displayable(images) -> np.ndarray:
-    """Model inputs as drawable RGB in [0, 1]; preprocessed (negative) inputs min-max scaled."""
-    x = np.asarray(images, np.float32)
-    if x.ndim == 4 and x.shape[-1] not in (1, 3, 4):
-        raise ValueError(
-            "The probe images cannot be drawn directly (they have "
-            f"{x.shape[-1]} channels). Pass `display_images` (n, H, W[, 3]). "
-            f"Received: probe_images.shape={x.shape}."
-        )
-    if x.size and x.min() < 0:
-        axes = tuple(range(1, x.ndim))
-        low, high = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
-        x = np.divide(x - low, high - low, out=np.zeros_like(x), where=high > low)
-    return to_unit_rgb(x)
 
 
 class GradCAMCallback(keras.callbacks.Callback):
@@ -375,7 +350,11 @@ class GradCAMCallback(keras.callbacks.Callback):
                 raise ValueError(
                     "For a multi-input model pass `display_images` (n, H, W[, C]) to draw on."
                 )
-            self._display = _displayable(inputs.numpy())
+            try:
+                self._display = displayable(inputs.numpy())
+            except ValueError as error:
+                raise ValueError(f"The probe images cannot be drawn: {error} Pass "
+                                 "`display_images`.") from None
 
         self._masks = None
         if self._raw_masks is not None:
@@ -422,9 +401,7 @@ class GradCAMCallback(keras.callbacks.Callback):
 
     def _map_size(self, inputs) -> tuple[int, ...]:
         for x in keras.tree.flatten(inputs):
-            if x.shape.rank == 4:
-                return tuple(int(d) for d in x.shape[1:3])
-            if x.shape.rank == 3:
+            if x.shape.rank in (3, 4):  # (batch, H, W) or (batch, H, W, C)
                 return tuple(int(d) for d in x.shape[1:3])
         raise ValueError("`masks` need image inputs (batch, H, W[, C]).")
 
@@ -562,7 +539,6 @@ class GradCAMCallback(keras.callbacks.Callback):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "gradcam"))
         return self._writer
-
 
 
 __all__ = ["GradCAMCallback"]

@@ -103,6 +103,7 @@ def _explain(args) -> int:
     import numpy as np
 
     import keras_gradcam as kgc
+    from keras_gradcam.image import draw
 
     if args.target != "auto" and not args.target.lstrip("-").isdigit():
         _error(f"--target must be 'auto' or a class index. Received: {args.target!r}.")
@@ -156,10 +157,7 @@ def _explain(args) -> int:
             probabilities = model.predict(_preprocess(batch, args.preprocess), verbose=0)
             if isinstance(probabilities, list):
                 probabilities = probabilities[explainer.output_index]
-            if result.heatmaps.ndim == 4:  # guided methods: images centred on 0.5, not heatmaps
-                pictures = np.round(np.clip(result.heatmaps, 0, 1) * 255).astype(np.uint8)
-            else:
-                pictures = kgc.overlay(batch / 255.0, result.heatmaps)
+            pictures = draw(batch / 255.0, result.heatmaps)  # overlays, or guided images
             for i, path in enumerate(names):
                 stem = os.path.splitext(os.path.basename(path))[0]
                 kgc.save_png(os.path.join(args.out, f"{stem}_{explainer.name}.png"), pictures[i])

@@ -29,6 +29,25 @@ def to_unit_rgb(images) -> np.ndarray:
     return np.clip(x, 0.0, 1.0)
 
 
+def displayable(inputs) -> np.ndarray:
+    """Model inputs as drawable float32 RGB in [0, 1], `(batch, H, W, 3)`.
+
+    Preprocessed inputs (any negative value, e.g. "caffe" or "tf" preprocessing) are min-max
+    scaled per image first; other inputs go through `to_unit_rgb`.
+    """
+    x = np.asarray(inputs, np.float32)
+    if x.ndim == 4 and x.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"Inputs with {x.shape[-1]} channels cannot be drawn directly; pass images to draw "
+            f"on, (n, H, W[, 3]). Received: shape {x.shape}."
+        )
+    if x.size and x.min() < 0:
+        axes = tuple(range(1, x.ndim))
+        low, high = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
+        x = np.divide(x - low, high - low, out=np.zeros_like(x), where=high > low)
+    return to_unit_rgb(x)
+
+
 def resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Bilinearly resize `(batch, h, w)` maps to `(batch, *size)`."""
     maps = np.asarray(maps, np.float32)
@@ -104,13 +123,28 @@ def save_png(path: str | os.PathLike, image) -> str:
     return os.fspath(path)
 
 
+def draw(images, heatmaps=None, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
+    """uint8 RGB pictures `(batch, H, W, 3)` of explanations, whatever the method.
+
+    Heatmaps `(batch, h, w)` are overlaid on the images; guided images `(batch, H, W, C)`
+    (`GuidedBackprop`, `GuidedGradCAM`: in [0, 1], zero at 0.5) are shown as they are; with
+    `heatmaps=None` the images themselves.
+    """
+    if heatmaps is None:
+        return np.round(to_unit_rgb(images) * 255).astype(np.uint8)
+    maps = np.asarray(heatmaps)
+    if maps.ndim == 4:
+        return np.round(to_unit_rgb(np.clip(maps, 0.0, 1.0)) * 255).astype(np.uint8)
+    return overlay(images, maps, colormap, alpha)
+
+
 def plot(images, heatmaps=None, titles: Sequence[str] | None = None, cols: int = 4,
          colormap: str = "jet", alpha: float = 0.4, size: float = 2.5):
     """A grid of overlays (or plain images when `heatmaps` is None) as a matplotlib Figure.
 
     Args:
         images: `(batch, H, W[, C])` images.
-        heatmaps: `(batch, h, w)` maps, or None.
+        heatmaps: `(batch, h, w)` maps, guided images `(batch, H, W, C)`, or None.
         titles: One title per image.
         cols: Number of columns.
         colormap, alpha: As in `overlay`.
@@ -121,9 +155,7 @@ def plot(images, heatmaps=None, titles: Sequence[str] | None = None, cols: int =
     """
     from matplotlib.figure import Figure
 
-    pictures = overlay(images, heatmaps, colormap, alpha) if heatmaps is not None else (
-        np.round(to_unit_rgb(images) * 255).astype(np.uint8)
-    )
+    pictures = draw(images, heatmaps, colormap, alpha)
     n = len(pictures)
     cols = max(1, min(cols, n))
     rows = -(-n // cols)

@@ -29,15 +29,27 @@ def _activation_name(layer) -> str | None:
     return name if name in _SQUASHING else None
 
 
-def _linear_twin(layer):
-    """A shallow copy of `layer` that shares its weights but skips its final activation."""
-    if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
-        return lambda x, *args, **kwargs: x
-    # A plain shallow copy: `copy.copy` would go through Keras' pickling (a full save).
+def unchanged(tensor):
+    """The `Capture` that leaves the layer's output as it is (no gradient needed)."""
+    return tensor
+
+
+def twin_with_activation(layer, activation):
+    """A shallow copy of `layer` sharing its weights, with another fused `activation`.
+
+    The user's layer is not touched. (`copy.copy` would go through Keras' pickling, a save.)
+    """
     twin = object.__new__(type(layer))
     object.__setattr__(twin, "__dict__", dict(vars(layer)))
-    object.__setattr__(twin, "activation", keras.activations.linear)
+    object.__setattr__(twin, "activation", activation)
     return twin
+
+
+def _linear_twin(layer):
+    """What runs in place of `layer` to skip its final softmax/sigmoid, sharing its weights."""
+    if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
+        return lambda x, *args, **kwargs: x
+    return twin_with_activation(layer, keras.activations.linear)
 
 
 def _call(layer, args, kwargs):
@@ -170,13 +182,11 @@ def _capturing(layer, capture: Capture):
 def _without_activation(layer):
     """While tracing a subclassed model, skip the last layer's softmax/sigmoid."""
     if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
-        original = layer.call
         object.__setattr__(layer, "call", lambda x, *args, **kwargs: x)
         try:
             yield
         finally:
             object.__delattr__(layer, "call")
-        del original
         return
     had_own = "activation" in vars(layer)
     original = layer.activation

@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradcam.errors import InvalidInputError, InvalidTargetError
-from keras_gradcam.image import overlay, save_png, to_unit_rgb
+from keras_gradcam.image import displayable, overlay, save_png
 from keras_gradcam.methods.base import BaseCAM, Explanation
 
 _UNKNOWN = int(tf.data.UNKNOWN_CARDINALITY)
@@ -407,12 +407,7 @@ class _Job:
 
     def display(self, inputs) -> np.ndarray:
         """The image input of a batch as drawable RGB in [0, 1]."""
-        x = np.asarray(keras.tree.flatten(inputs)[self._image_leaf()], np.float32)
-        if x.size and x.min() < 0:  # preprocessed inputs: min-max per image
-            axes = tuple(range(1, x.ndim))
-            low, high = x.min(axis=axes, keepdims=True), x.max(axis=axes, keepdims=True)
-            x = np.divide(x - low, high - low, out=np.zeros_like(x), where=high > low)
-        return to_unit_rgb(x)
+        return displayable(keras.tree.flatten(inputs)[self._image_leaf()])
 
 
 def _generator(batches) -> Iterator[Explanation]:
@@ -500,13 +495,7 @@ def _unpack(element):
 
 
 def _split_spec(spec):
-    element = spec if isinstance(spec, tuple) else (spec,)
-    try:
-        return _unpack(element)
-    except ValueError:
-        raise
-    except Exception as error:  # pragma: no cover - defensive
-        raise ValueError(f"Unsupported dataset element_spec {spec}.") from error
+    return _unpack(spec if isinstance(spec, tuple) else (spec,))
 
 
 def _is_batched(inputs_spec, model) -> bool:

@@ -56,7 +56,7 @@ def test_seed_alpha_is_the_spatial_mean_of_the_gradient():
 
 def test_gradcam_equals_cam_on_conv_gap_dense(cnn, images):
     heatmaps = kgc.GradCAM(cnn, layer="conv2")(images, targets=2, resize=False)
-    features = keras.Model(cnn.inputs, cnn.get_layer("conv2").output)(images).numpy()
+    features = keras.Model(cnn.inputs[0], cnn.get_layer("conv2").output)(images).numpy()
     kernel = cnn.get_layer("dense").get_weights()[0]
     cam = np.maximum(np.einsum("bhwk,k->bhw", features, kernel[:, 2]), 0)
     cam /= cam.max(axis=(1, 2), keepdims=True)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import keras_gradcam as kgc
+from keras_gradcam.image import displayable
 
 
 @pytest.fixture
@@ -57,3 +58,28 @@ def test_save_png_round_trip(tmp_path, heatmaps):
 def test_plot_returns_a_grid_figure(heatmaps):
     figure = kgc.plot(np.zeros((2, 8, 8, 3)), heatmaps, titles=["a", "b"], cols=1)
     assert len(figure.axes) == 2 and figure.axes[1].get_title() == "b"
+
+
+def test_draw_overlays_heatmaps_and_shows_guided_images_as_they_are(heatmaps):
+    images = np.zeros((2, 8, 8, 3))
+    np.testing.assert_array_equal(kgc.image.draw(images, heatmaps), kgc.overlay(images, heatmaps))
+    guided = np.full((2, 8, 8, 1), 0.5, np.float32)  # a guided image: zero gradient everywhere
+    guided[0, 2, 3] = 1.0
+    pictures = kgc.image.draw(images, guided)
+    assert pictures.shape == (2, 8, 8, 3) and pictures.dtype == np.uint8
+    assert (pictures[0, 2, 3] == 255).all() and (pictures[1] == 128).all()
+    figure = kgc.plot(images, guided)
+    assert (figure.axes[0].images[0].get_array() == pictures[0]).all()
+
+
+def test_displayable_scales_preprocessed_inputs_per_image():
+    ramp = np.linspace(0, 1, 48).reshape(4, 4, 3)
+    x = np.stack([2 * ramp - 1, 2 * ramp - 3])  # in [-1, 1] and [-3, -1]
+    out = displayable(x.astype(np.float32))
+    assert out.shape == (2, 4, 4, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], out[1], atol=1e-6)  # each image min-max scaled alone
+    assert out.min() == 0.0 and out.max() == 1.0
+    plain = np.full((1, 5, 6), 0.5, np.float32)  # no negative value: as to_unit_rgb
+    np.testing.assert_array_equal(displayable(plain), kgc.image.to_unit_rgb(plain))
+    with pytest.raises(ValueError, match="5 channels cannot be drawn"):
+        displayable(np.zeros((1, 4, 4, 5)))

@@ -323,6 +323,8 @@ def test_targets_default_to_the_top1_class(linear_case):
         (lambda m, x, h: metrics.deletion(m, x, h, batch_size=0), r"Received: batch_size=0"),
         (lambda m, x, h: metrics.deletion(m, x, h, activation="tanh"),
          r"Received: activation='tanh'"),
+        (lambda m, x, h: metrics.average_drop(m, x, h, output=1),
+         r"one of the model's 1 outputs. Received: output=1"),
     ],
 )
 def test_faithfulness_errors(linear_case, call, message):

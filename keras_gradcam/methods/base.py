@@ -9,7 +9,7 @@ needs the classes or more forward passes, `layer_maps(run)` (CAM, Score-CAM).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import keras
@@ -21,7 +21,7 @@ from keras_gradcam.inputs import check_batch_size, prepare_inputs
 from keras_gradcam.layers import LayerPath, resolve_layer
 from keras_gradcam.maps import normalize_maps, resize_maps, spatial_mean
 from keras_gradcam.methods.smoothing import Augmentation, first_component, per_channel
-from keras_gradcam.model import ScoreModel, head_activation
+from keras_gradcam.model import ScoreModel, head_activation, unchanged
 from keras_gradcam.targets import (
     TOP1,
     Targets,
@@ -304,7 +304,7 @@ class BaseCAM:
                 tape.watch(tensor)
                 return tensor
 
-            activations, outputs = score_model(inputs, watch if self.uses_gradients else _same)
+            activations, outputs = score_model(inputs, watch if self.uses_gradients else unchanged)
             scores, ids, logits = self._scores(outputs, ids, target_fn, groups)
         gradients = None
         if self.uses_gradients:
@@ -421,9 +421,6 @@ class BaseCAM:
         return prepare_inputs(self.model, images)
 
 
-def _same(tensor):
-    return tensor
-
 
 def _output_index(model, output) -> int:
     names = list(getattr(model, "output_names", None) or [])
@@ -481,4 +478,3 @@ def _map_rank(layer) -> int:
 
 
 __all__ = ["BaseCAM", "Explanation", "Pass", "default_jit_compile"]
-_ = Sequence

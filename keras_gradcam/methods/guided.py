@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_gradcam.errors import ModelNotSupportedError
 from keras_gradcam.layers import is_container, is_functional, walk
-from keras_gradcam.model import ScoreModel
+from keras_gradcam.model import ScoreModel, twin_with_activation, unchanged
 
 
 @tf.custom_gradient
@@ -60,14 +60,11 @@ class GuidedScoreModel(ScoreModel):
 
     def _rewire(self, op):
         if is_container(op):
-            return lambda inputs, *args, **kwargs: self._replay(op, inputs, (), _same, False)
+            return lambda inputs, *args, **kwargs: self._replay(op, inputs, (), unchanged, False)
         if _plain_relu_layer(op):
             return lambda x, *args, **kwargs: guided_relu(x)
         if _is_relu(getattr(op, "activation", None)):
-            twin = object.__new__(type(op))
-            object.__setattr__(twin, "__dict__", dict(vars(op)))
-            object.__setattr__(twin, "activation", guided_relu)
-            return twin
+            return twin_with_activation(op, guided_relu)
         return op
 
 
@@ -80,7 +77,7 @@ def guided_gradients(cam, model: GuidedScoreModel, inputs, ids, target_fn, image
     leaves = keras.tree.flatten(inputs)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(leaves[image])
-        _, outputs = model(inputs, _same)
+        _, outputs = model(inputs, unchanged)
         scores, ids, logits = cam._scores(outputs, ids, target_fn)
     gradients = tape.gradient(scores, leaves[image])
     if gradients is None:
@@ -93,6 +90,3 @@ def centred_scale(x: tf.Tensor) -> tf.Tensor:
     peak = tf.reduce_max(tf.abs(x), axis=list(range(1, x.shape.rank)), keepdims=True)
     return 0.5 + 0.5 * tf.math.divide_no_nan(x, peak)
 
-
-def _same(tensor):
-    return tensor

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_gradcam.errors import ModelNotSupportedError
 from keras_gradcam.maps import resize_maps
+from keras_gradcam.model import unchanged
 
 
 def image_index(inputs, rank: int) -> int:
@@ -58,7 +59,7 @@ def masked_scores(cam, run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
         chunk_leaves = [tf.gather(x, sample) for x in leaves]
         chunk_leaves[index] = chunk_leaves[index] * tf.cast(mask, leaves[index].dtype)
         inputs = keras.tree.pack_sequence_as(run.inputs, chunk_leaves)
-        _, outputs = run.score_model(inputs, _same)
+        _, outputs = run.score_model(inputs, unchanged)
         value, _, _ = cam._scores(outputs, tf.gather(run.ids, sample), run.target_fn)
         return i + 1, scores.write(i, value)
 
@@ -66,6 +67,3 @@ def masked_scores(cam, run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
     _, array = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), array))
     return tf.reshape(tf.reshape(array.stack(), [-1])[:total], [-1, channels])
 
-
-def _same(tensor):
-    return tensor

@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradcam.model import _activation_name
+from keras_gradcam.model import head_activation
 from keras_gradcam.targets import class_ids
 
 _ACTIVATIONS = ("auto", "softmax", None)
@@ -79,24 +79,19 @@ def scorer_for(model, output: int, activation) -> Scorer:
         )
     if isinstance(output, bool) or not isinstance(output, (int, np.integer)) or output < 0:
         raise ValueError(f"`output` must be a non-negative int. Received: output={output!r}.")
-    softmax = activation == "softmax" or (
-        activation == "auto" and _output_activation(model, output) is None
-    )
+    try:
+        head = head_activation(model, int(output))
+    except IndexError:
+        raise ValueError(
+            f"`output` must index one of the model's {len(model.outputs)} outputs. "
+            f"Received: output={output}."
+        ) from None
+    softmax = activation == "softmax" or (activation == "auto" and head is None)
     scorers = _CACHE.setdefault(model, {})
     key = (int(output), softmax)
     if key not in scorers:
         scorers[key] = Scorer(model, int(output), softmax)
     return scorers[key]
-
-
-def _output_activation(model, output: int) -> str | None:
-    try:
-        layer = model.outputs[output]._keras_history.operation
-    except (AttributeError, ValueError, IndexError, TypeError):
-        layer = model.layers[-1] if model.layers else None
-    while isinstance(layer, keras.Model) and layer.layers:  # a nested model as the last layer
-        layer = layer.layers[-1]
-    return _activation_name(layer)
 
 
 def check_images(images: Any, maps: np.ndarray) -> np.ndarray:
