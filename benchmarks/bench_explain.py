@@ -124,8 +124,21 @@ def images(n: int, size: int, seed: int = 0) -> np.ndarray:
 # ---- timing --------------------------------------------------------------------------------
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each function, the runs of all interleaved."""
+class Timings(dict):
+    """Median seconds per call by name, and paired ratios over the rounds they ran in."""
+
+    def __init__(self, times: dict[str, list[float]]):
+        super().__init__({name: float(np.median(t)) for name, t in times.items()})
+        self.times = times
+
+    def ratio(self, name: str, ref: str) -> float:
+        """Median over rounds of `name / ref` timed in the same round (one after the other):
+        slow drifts of a shared machine's load cancel in each pair."""
+        return float(np.median(np.asarray(self.times[name]) / np.asarray(self.times[ref])))
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> Timings:
+    """Seconds per call of each function, the runs of all interleaved round by round."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -135,7 +148,7 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(t)) for name, t in times.items()}
+    return Timings(times)
 
 
 def compiled_forward(model, jit: bool):
@@ -247,15 +260,16 @@ def section_speed(report, name, spec, args):
             target = TARGETS["gradcam_vs_forward"].get(name)
             report.row("speed", name, batch, xla, "compiled forward", t["forward"])
             report.row("speed", name, batch, xla, "GradCAM compiled step only", t["step"],
-                       "forward", t["step"] / t["forward"])
+                       "forward", t.ratio("step", "forward"))
             if "noresize" in t:
                 report.row("speed", name, batch, xla, "GradCAM call, no resize/normalise",
-                           t["noresize"], "forward", t["noresize"] / t["forward"])
+                           t["noresize"], "forward", t.ratio("noresize", "forward"))
             report.row("speed", name, batch, xla, "GradCAM.__call__ (public)", t["call"],
-                       "forward", t["call"] / t["forward"], target if batch == 16 else None)
+                       "forward", t.ratio("call", "forward"), target if batch == 16 else None)
             if target is not None and batch == 16:
+                ratio = t.ratio("call", "forward")
                 report.check(f"GradCAM call / forward, {name} b=16 xla={'on' if xla else 'off'}",
-                             t["call"] / t["forward"], target, t["call"] / t["forward"] <= target)
+                             ratio, target, ratio <= target)
         if args.recipe_repeats < 1:
             pass
         elif spec["recipe"] and not xla and 16 in spec["batches"] or name == "tiny" and not xla:
@@ -267,9 +281,9 @@ def section_speed(report, name, spec, args):
                              "recipe": lambda x=x, r=recipe: r(x),
                              "call": lambda x=x, cam=cam: cam(x)}, reps)
             report.row("speed", name, batch, xla, "keras.io recipe (eager, 1 image/step)",
-                       t["recipe"], "forward", t["recipe"] / t["forward"])
+                       t["recipe"], "forward", t.ratio("recipe", "forward"))
             report.row("speed", name, batch, xla, "GradCAM.__call__ vs recipe", t["call"],
-                       "recipe", t["call"] / t["recipe"])
+                       "recipe", t.ratio("call", "recipe"))
         elif not xla and spec["recipe"] is None:
             try:
                 keras_io_recipe(model, model.layers[1].layers[-1].name)
@@ -302,7 +316,7 @@ def section_methods(report, name, spec, args):
                 report.note("methods", f"{name} {method}: failed: {type(error).__name__}: "
                                        f"{str(error).splitlines()[0][:160]}")
                 continue
-            ratio = t["m"] / t["gradcam"]
+            ratio = t.ratio("m", "gradcam")
             target = TARGETS["method_vs_gradcam"] if method in TARGETED_METHODS else None
             label = method + (" (max_channels=16)" if method == "scorecam" else "")
             report.row("methods", name, batch, xla, label, t["m"], "GradCAM", ratio, target)
@@ -581,8 +595,10 @@ def write_results(path, report, info, args, seconds):
         "Written by `benchmarks/bench_explain.py` "
         f"(`{' '.join(['python benchmarks/bench_explain.py', *args.argv])}`), "
         f"{seconds / 60:.1f} minutes. Times are medians of {args.repeats} runs after a "
-        "warm-up call, the compared things interleaved; ratios are what the targets are about "
-        "(absolute times depend on the machine).",
+        "warm-up call, the compared things interleaved round by round; a ratio is the median "
+        "over rounds of the two times measured in the same round (paired, so that a shared "
+        "machine's load drifts cancel). Ratios are what the targets are about (absolute times "
+        "depend on the machine).",
         "",
         f"- Date: {info['date']}",
         f"- Machine: {info['machine']}; GPU: {info['gpu']}",

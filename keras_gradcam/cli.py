@@ -15,7 +15,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `keras-gradcam` (and `python -m keras_gradcam`). Returns the exit code."""
-    from keras_gradcam import __version__
+    from keras_gradcam import METHODS, __version__
 
     parser = argparse.ArgumentParser(
         prog="keras-gradcam", description="Grad-CAM and the CAM family for Keras models."
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("images", nargs="+", help="image files, folders or globs (PNG/JPEG)")
     explain.add_argument("--out", required=True, help="output folder")
     explain.add_argument("--layer", default=None, help="layer name or 'outer/inner' path")
-    explain.add_argument("--method", default="gradcam", help="method name (default: gradcam)")
+    explain.add_argument("--method", default="gradcam",
+                         help=f"one of {', '.join(METHODS)} (default: %(default)s)")
     explain.add_argument("--target", default="auto", help="'auto' (top-1) or a class index")
     explain.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
                          help="resize images to H W (default: the model's input size)")
