@@ -137,17 +137,26 @@ class Timings(dict):
         return float(np.median(np.asarray(self.times[name]) / np.asarray(self.times[ref])))
 
 
-def interleaved(fns: dict, repeats: int, warmup: int = 1) -> Timings:
-    """Seconds per call of each function, the runs of all interleaved round by round."""
+MIN_SECONDS = [3.0]  # per comparison: fast calls get more rounds (set by --min-seconds)
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1, max_rounds: int = 200) -> Timings:
+    """Seconds per call of each function, the runs of all interleaved round by round: at least
+    `repeats` rounds, more (up to `max_rounds`) until the comparison has run `MIN_SECONDS`."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times = {name: [] for name in fns}
-    for _ in range(repeats):
+    begin = time.perf_counter()
+    rounds = 0
+    while rounds < repeats or (
+        rounds < max_rounds and time.perf_counter() - begin < MIN_SECONDS[0]
+    ):
         for name, fn in fns.items():
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
+        rounds += 1
     return Timings(times)
 
 
@@ -594,7 +603,8 @@ def write_results(path, report, info, args, seconds):
         "",
         "Written by `benchmarks/bench_explain.py` "
         f"(`{' '.join(['python benchmarks/bench_explain.py', *args.argv])}`), "
-        f"{seconds / 60:.1f} minutes. Times are medians of {args.repeats} runs after a "
+        f"{seconds / 60:.1f} minutes. Times are medians of at least {args.repeats} runs "
+        f"(more for fast calls: each comparison runs at least {args.min_seconds:g} s) after a "
         "warm-up call, the compared things interleaved round by round; a ratio is the median "
         "over rounds of the two times measured in the same round (paired, so that a shared "
         "machine's load drifts cancel). Ratios are what the targets are about (absolute times "
@@ -638,6 +648,9 @@ def parse(argv):
     parser.add_argument("--sections", default=",".join(ALL_SECTIONS),
                         help=f"comma list of: {', '.join(ALL_SECTIONS)}")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=3.0,
+                        help="run each comparison at least this long (more rounds for fast "
+                             "calls; default %(default)s, 0 in --smoke)")
     parser.add_argument("--recipe-repeats", type=int, default=5,
                         help="repeats of the slow keras.io recipe baseline (0: skip it)")
     parser.add_argument("--xla", default="off,on", help="off, on or off,on")
@@ -653,6 +666,7 @@ def parse(argv):
     args.argv = list(argv)
     if args.smoke:
         args.models, args.repeats, args.recipe_repeats = "tiny", 1, 1
+        args.min_seconds = 0.0
         if "--sections" not in argv:
             args.sections = "speed,methods,scorecam,trace"
         if args.methods == "all":
@@ -685,6 +699,7 @@ def main(argv=None):
     if args.child_stream:
         return child_stream(int(args.child_stream[0]), args.child_stream[1],
                             int(args.child_stream[2]))
+    MIN_SECONDS[0] = args.min_seconds
     start = time.perf_counter()
     info = machine()
     print(f"{info['machine']} | {info['versions']} | GPU: {info['gpu']}", flush=True)
