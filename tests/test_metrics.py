@@ -296,6 +296,24 @@ def test_logits_model_is_scored_with_a_softmax(linear_case):
     assert not np.allclose(raw, with_softmax)
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", None])
+def test_a_single_unit_is_a_binary_classifier_with_class_1_the_unit(linear_case, activation):
+    images, true, _ = linear_case
+    inputs = keras.Input((SIZE, SIZE, 1))
+    dense = keras.layers.Dense(1, activation=activation)  # z = logit_0 - logit_1 above
+    single = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    kernel = np.zeros((SIZE * SIZE, 1), np.float32)
+    kernel[region_mask().ravel(), 0] = 4.0 / region_mask().sum()
+    dense.set_weights([kernel, np.array([-2.0], np.float32)])
+    for unit_class, pair_class in ((1, 0), (0, 1)):
+        got = metrics.deletion(single, images, true, unit_class, steps=4)
+        expected = metrics.deletion(linear_model(), images, true, pair_class, steps=4)
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    drop = metrics.average_drop(single, images, true, 1)
+    np.testing.assert_allclose(drop, metrics.average_drop(linear_model(), images, true, 0),
+                               rtol=1e-5)
+
+
 def test_targets_default_to_the_top1_class(linear_case):
     images, true, _ = linear_case
     model = linear_model()

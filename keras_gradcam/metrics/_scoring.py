@@ -21,16 +21,23 @@ _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class Scorer:
-    """Probabilities `(batch, classes)` of one model output, plain or on perturbed images."""
+    """Probabilities `(batch, classes)` of one model output, plain or on perturbed images.
 
-    def __init__(self, model: keras.Model, output: int, softmax: bool):
+    `squash` applies a softmax (a sigmoid to a single unit). A single unit is a binary
+    classifier, read as the explainers read it: two classes `[1 - p, p]`, class 1 the unit.
+    """
+
+    def __init__(self, model: keras.Model, output: int, squash: bool):
         model_ref = weakref.ref(model)  # the traced graphs hold the variables, not the model
 
         def probabilities(images):
             outputs = keras.tree.flatten(model_ref()(images, training=False))
             scores = tf.cast(outputs[output], tf.float32)
-            scores = tf.reshape(scores, (tf.shape(scores)[0], -1))
-            return tf.nn.softmax(scores) if softmax else scores
+            scores = tf.reshape(scores, (-1, int(np.prod(scores.shape[1:]))))
+            if scores.shape[-1] == 1:
+                unit = tf.sigmoid(scores) if squash else scores
+                return tf.concat([1.0 - unit, unit], axis=-1)
+            return tf.nn.softmax(scores) if squash else scores
 
         def perturbed(images, ranks, cutoffs, baselines, targets, insert):
             moved = (ranks < cutoffs[:, None, None])[..., None]
@@ -86,11 +93,11 @@ def scorer_for(model, output: int, activation) -> Scorer:
             f"`output` must index one of the model's {len(model.outputs)} outputs. "
             f"Received: output={output}."
         ) from None
-    softmax = activation == "softmax" or (activation == "auto" and head is None)
+    squash = activation == "softmax" or (activation == "auto" and head is None)
     scorers = _CACHE.setdefault(model, {})
-    key = (int(output), softmax)
+    key = (int(output), squash)
     if key not in scorers:
-        scorers[key] = Scorer(model, int(output), softmax)
+        scorers[key] = Scorer(model, int(output), squash)
     return scorers[key]
 
 

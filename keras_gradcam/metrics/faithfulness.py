@@ -6,7 +6,9 @@ sample, shape `(n,)`; its `mean_*` twin the mean over the samples.
 
 Scores are the model's probability of the target class: with `activation="auto"` (the default)
 outputs of a final softmax or sigmoid are used as they are and other outputs go through a
-softmax. The model runs compiled, `batch_size` images at a time. The user's model is only
+softmax. A single output unit is a binary classifier, two classes `[1 - p, p]` (class 1 the
+unit, a sigmoid applied unless the model ends in one), as the explainers read it. The model
+runs compiled, `batch_size` images at a time. The user's model is only
 called, never changed.
 """
 
