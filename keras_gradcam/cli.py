@@ -137,6 +137,7 @@ def _explain(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     failures = 0
     rows = []
+    used: dict[str, int] = {}
     progress = keras.utils.Progbar(len(files), unit_name="image")
     for start in range(0, len(files), args.batch_size):
         names, raw = [], []
@@ -155,16 +156,15 @@ def _explain(args) -> int:
             except kgc.errors.KerasGradCAMError as error:
                 _error(str(error))
                 return 2
-            probabilities = model.predict(_preprocess(batch, args.preprocess), verbose=0)
-            if isinstance(probabilities, list):
-                probabilities = probabilities[explainer.output_index]
             pictures = draw(batch / 255.0, result.heatmaps)  # overlays, or guided images
             for i, path in enumerate(names):
                 stem = os.path.splitext(os.path.basename(path))[0]
+                used[stem] = used.get(stem, 0) + 1  # same file name in two folders: a suffix
+                if used[stem] > 1:
+                    stem = f"{stem}_{used[stem]}"
                 kgc.save_png(os.path.join(args.out, f"{stem}_{explainer.name}.png"), pictures[i])
                 predicted = int(result.predicted[i])
-                score = float(np.reshape(probabilities[i], (-1, probabilities.shape[-1])).sum(0)[
-                    predicted]) if probabilities.ndim > 1 else float(probabilities[i])
+                score = float(result.probabilities[i, predicted])
                 rows.append([path, predicted, f"{score:.6g}", int(result.targets[i])])
         progress.update(min(start + args.batch_size, len(files)))
     with open(os.path.join(args.out, "explanations.csv"), "w", newline="") as f:

@@ -384,12 +384,12 @@ class _Job:
                 if key != "finite"
             }
             if self.target_fn is not None:
-                parts["targets"] = np.full(len(indices), -1, np.int32)
+                parts["targets"] = np.full(len(order), -1, np.int32)
             inputs = keras.tree.map_structure(
                 lambda *values: tf.concat(values, axis=0), *local(element[0])
             )
             inputs = keras.tree.map_structure(lambda x, o=order: tf.gather(x, o), inputs)
-            seen += len(indices)
+            seen += len(order)
             if bar is not None:
                 bar.update(seen)
             yield indices[order], inputs, Explanation(**parts)

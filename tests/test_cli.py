@@ -49,6 +49,35 @@ def test_explain_writes_overlays_and_csv(workdir, tmp_path):
 
 
 
+def test_explain_scores_are_the_model_probabilities(workdir, tmp_path):
+    images = [str(workdir / "images" / f"img{i}.png") for i in (0, 2)]
+    assert main(["explain", str(workdir / "model.keras"), *images, "--out", str(tmp_path)]) == 0
+    model = keras.saving.load_model(workdir / "model.keras")
+    batch = np.stack([matplotlib.image.imread(p)[..., :3] for p in images]).astype(np.float32)
+    probabilities = model.predict(batch, verbose=0)  # the default --preprocess scale01: 0-1
+    for row, p in zip(read_csv(tmp_path / "explanations.csv"), probabilities):
+        assert int(row["predicted"]) == int(p.argmax())
+        assert float(row["score"]) == pytest.approx(float(p.max()), rel=1e-4)
+
+
+def test_explain_a_single_sigmoid_unit_and_repeated_file_names(tmp_path):
+    keras.utils.set_random_seed(0)
+    small_cnn(classes=1, activation="sigmoid", size=16).save(tmp_path / "binary.keras")
+    rng = np.random.default_rng(1)
+    files = []
+    for folder in ("a", "b"):
+        for i in range(4):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            files.append(str(tmp_path / folder / f"x{i}.png"))
+            matplotlib.image.imsave(files[-1], rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert main(["explain", str(tmp_path / "binary.keras"), *files, "--out", str(out)]) == 0
+    rows = read_csv(out / "explanations.csv")
+    assert len(rows) == 8 and {r["predicted"] for r in rows} <= {"0", "1"}
+    assert all(0.5 <= float(r["score"]) <= 1.0 for r in rows)  # the predicted class's probability
+    assert len(list(out.glob("*.png"))) == 8  # same names in two folders do not overwrite
+
+
 @pytest.mark.parametrize("method", ["guided-backprop", "guided-gradcam"])
 def test_explain_with_a_guided_method_writes_the_guided_image(workdir, tmp_path, method):
     image = str(workdir / "images" / "img0.png")

@@ -134,6 +134,18 @@ def test_cam_equals_gradcam_on_conv_gap_dense(tiny, images):
     assert cam.max() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("targets", [[0, 1, 0], None])
+def test_cam_equals_gradcam_on_a_single_sigmoid_unit(targets, images):
+    from conftest import small_cnn
+
+    binary = small_cnn(classes=1, activation="sigmoid")
+    cam = kgc.CAM(binary).explain(images, targets, resize=False)
+    grad = kgc.GradCAM(binary).explain(images, targets, resize=False)
+    np.testing.assert_array_equal(cam.targets, grad.targets)
+    np.testing.assert_allclose(cam.heatmaps, grad.heatmaps, atol=1e-5)
+    assert cam.heatmaps.max() > 0
+
+
 def test_hirescam_map_sums_to_logit_minus_bias(tiny, images):
     cam = kgc.HiResCAM(tiny)
     maps, scores, _, _ = cam.raw_maps(tf.constant(images), tf.constant([0, 1, 2]), None)

@@ -52,6 +52,13 @@ class CAM(BaseCAM):
 
     @staticmethod
     def class_weights(kernel: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
-        """The kernel columns of the explained classes: `(batch, channels)`."""
-        return tf.transpose(tf.gather(tf.cast(kernel, tf.float32), ids, axis=1))
+        """The kernel columns of the explained classes: `(batch, channels)`.
+
+        A single unit is a binary classifier with scores `[-z, z]`: class 1 takes the column,
+        class 0 its negative."""
+        kernel = tf.cast(kernel, tf.float32)
+        if kernel.shape[-1] == 1:
+            sign = tf.cast(2 * ids - 1, tf.float32)[:, None]
+            return sign * tf.transpose(kernel)
+        return tf.transpose(tf.gather(kernel, ids, axis=1))
 
