@@ -355,6 +355,19 @@ def test_bad_targets_say_what_was_expected(cnn, images, targets, message):
         kgc.GradCAM(cnn)(images, targets=targets)
 
 
+def test_errors_found_while_tracing_reach_the_user_unwrapped(cnn, images):
+    with pytest.raises(kgc.InvalidTargetError, match=r"one score per sample") as info:
+        kgc.GradCAM(cnn)(images, targets=lambda outputs: outputs[:, :1])
+    assert "in user code" not in str(info.value)  # not tf.function's StagingError trace
+    inputs = keras.Input((16, 16, 3))
+    a = keras.layers.Conv2D(2, 3, name="conv_a")(inputs)
+    b = keras.layers.Conv2D(2, 3, name="conv_b")(inputs)
+    heads = [keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(x)) for x in (a, b)]
+    two_heads = keras.Model(inputs, heads)
+    with pytest.raises(kgc.ModelNotSupportedError, match="does not depend on layer 'conv_a'"):
+        kgc.GradCAM(two_heads, layer="conv_a", output=1)(images)
+
+
 @pytest.mark.parametrize("backend", ["jax", "numpy"])
 def test_non_tensorflow_backend_explains_how_to_switch(backend):
     result = subprocess.run(

@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradcam.errors import InvalidInputError, ModelNotSupportedError
+from keras_gradcam.errors import InvalidInputError, KerasGradCAMError, ModelNotSupportedError
 from keras_gradcam.inputs import check_batch_size, prepare_inputs
 from keras_gradcam.layers import LayerPath, resolve_layer
 from keras_gradcam.maps import normalize_maps, resize_maps, spatial_mean
@@ -396,10 +396,11 @@ class BaseCAM:
             step,
             input_signature=(signature, tf.TensorSpec((None,), tf.int32)),
             jit_compile=self.jit_compile,
+            autograph=False,  # plain graph code; our own errors reach the user unwrapped
         )
         try:
             concrete = function.get_concrete_function()
-        except (ModelNotSupportedError, InvalidInputError):
+        except KerasGradCAMError:
             raise
         except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
             shapes = keras.tree.map_structure(lambda x: tuple(x.shape), inputs)
