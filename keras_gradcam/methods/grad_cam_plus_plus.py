@@ -19,10 +19,12 @@ class GradCAMPlusPlus(BaseCAM):
         w_k        = sum_ij alpha_ij^k ReLU(g_ij)
         L^c        = ReLU(sum_k w_k A^k)
 
-    This is the variant pytorch-grad-cam and tf-keras-vis ship (they add a small epsilon to the
-    denominator instead of zeroing it). The authors' code differentiates `exp(y^c)`, which
-    multiplies `g` by `exp(y^c)`: alpha is unchanged, w_k scales by a positive per-sample
-    constant, so normalised maps are the same.
+    This is the paper's equation and the variant pytorch-grad-cam ships (with a small epsilon
+    in the denominator instead of zeroing it). The authors' code and tf-keras-vis also divide
+    alpha by its spatial sum per channel before weighting, which changes the relative channel
+    weights and so the maps; that step is not in the paper and is not done here. Differentiating
+    `exp(y^c)` instead of `y^c` multiplies `g` by `exp(y^c)`: alpha is unchanged and w_k scales
+    by a positive per-sample constant, so normalised maps are the same.
 
     Computed in the equivalent reduced form `alpha_ij ReLU(g_ij) = ReLU(g_ij) / (2 + S_k g_ij)`
     with `S_k = sum_ab A_ab^k` (the `g^2` cancels; 0 where `2 + S_k g_ij = 0`, and where `g_ij <= 0`
