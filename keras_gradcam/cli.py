@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo", help="train a small CNN with a planted shortcut and watch Grad-CAM find it"
     )
-    demo.add_argument("--out", default="gradcam-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--out", type=_folder, default="gradcam-demo",
+                      help="output folder (default: %(default)s)")
     demo.add_argument("--epochs", type=int, default=6, help="epochs (default: %(default)s)")
     demo.add_argument("--data", choices=("auto", "fashion-mnist", "shapes"), default="auto",
                       help="Fashion-MNIST from Debian's dataset-fashion-mnist, or generated shapes")
@@ -34,16 +35,17 @@ def main(argv: list[str] | None = None) -> int:
     explain = commands.add_parser("explain", help="explain images with a saved .keras/.h5 model")
     explain.add_argument("model", help="path of a .keras or .h5 model")
     explain.add_argument("images", nargs="+", help="image files, folders or globs (PNG/JPEG)")
-    explain.add_argument("--out", required=True, help="output folder")
+    explain.add_argument("--out", type=_folder, required=True, help="output folder")
     explain.add_argument("--layer", default=None, help="layer name or 'outer/inner' path")
     explain.add_argument("--method", default="gradcam",
                          help=f"one of {', '.join(METHODS)} (default: %(default)s)")
     explain.add_argument("--target", default="auto", help="'auto' (top-1) or a class index")
-    explain.add_argument("--size", type=int, nargs=2, metavar=("H", "W"),
+    explain.add_argument("--size", type=_positive_int, nargs=2, metavar=("H", "W"),
                          help="resize images to H W (default: the model's input size)")
     explain.add_argument("--preprocess", choices=PREPROCESS, default="scale01",
                          help="input scaling the model expects (default: %(default)s)")
-    explain.add_argument("--batch-size", type=int, default=16)
+    explain.add_argument("--batch-size", type=_positive_int, default=16,
+                         help="images per model call (default: %(default)s)")
     explain.add_argument("--unsafe", action="store_true",
                          help="load with safe_mode off (only for models you trust: Lambda layers)")
 
@@ -56,6 +58,26 @@ def main(argv: list[str] | None = None) -> int:
         return _explain(args)
     except KeyboardInterrupt:
         return 130
+
+
+def _positive_int(value: str) -> int:
+    """argparse type: an int >= 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer. Received: {value!r}.")
+    return number
+
+
+def _folder(value: str) -> str:
+    """argparse type: an output folder, existing or not, but not an existing file."""
+    if os.path.exists(value) and not os.path.isdir(value):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a file, not a folder. Pass a folder (it is created if missing)."
+        )
+    return value
 
 
 def _error(message: str) -> None:
@@ -78,15 +100,45 @@ def _expand(patterns: list[str]) -> list[str]:
 
 
 def _read_image(path: str, size: tuple[int, int], channels: int):
+    """The image at `path` as float32 `(H, W, channels)` in 0..255, resized to `size`.
+
+    16-bit images (PIL modes "I;16*" and "I") are scaled to 0..255 (divided by 257), not
+    clipped; floating-point images and integers outside 0..65535 are refused (ValueError).
+    """
     import numpy as np
     from PIL import Image
 
     with Image.open(path) as image:
+        if image.mode == "F":
+            raise ValueError(
+                "floating-point images have no known value range. Received: PIL mode 'F'. "
+                "Save the image as 8 or 16 bits per channel."
+            )
+        if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
+            values = np.asarray(image, np.float64)
+            low, high = values.min(), values.max()
+            if low < 0 or high > 65535:
+                raise ValueError(
+                    "integer images must hold 16-bit values, 0..65535. "
+                    f"Received: values in [{low:.0f}, {high:.0f}]. Save the image as 8 or 16 bits."
+                )
+            image = Image.fromarray(np.round(values / 257.0).astype(np.uint8))
         image = image.convert("L" if channels == 1 else "RGB").resize(
             (size[1], size[0]), Image.BILINEAR
         )
         array = np.asarray(image, np.float32)
     return array[..., None] if channels == 1 else array
+
+
+def _unique_name(path: str, method: str, written: set[str]) -> str:
+    """`<stem>_<method>.png`, or `<stem>_<k>_<method>.png` (k = 2, 3, ...) when already written."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, k = f"{stem}_{method}.png", 1
+    while name.casefold() in written:  # same stem in two folders, a.png + a.jpg, ...
+        k += 1
+        name = f"{stem}_{k}_{method}.png"
+    written.add(name.casefold())
+    return name
 
 
 def _preprocess(batch, mode: str):
@@ -134,10 +186,14 @@ def _explain(args) -> int:
     if not files:
         _error("no images found in " + " ".join(args.images))
         return 2
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as error:
+        _error(f"cannot create the output folder {args.out!r}: {error.strerror or error}")
+        return 2
     failures = 0
     rows = []
-    used: dict[str, int] = {}
+    written: set[str] = set()  # case-folded names written in this run: never overwritten
     progress = keras.utils.Progbar(len(files), unit_name="image")
     for start in range(0, len(files), args.batch_size):
         names, raw = [], []
@@ -158,18 +214,15 @@ def _explain(args) -> int:
                 return 2
             pictures = draw(batch / 255.0, result.heatmaps)  # overlays, or guided images
             for i, path in enumerate(names):
-                stem = os.path.splitext(os.path.basename(path))[0]
-                used[stem] = used.get(stem, 0) + 1  # same file name in two folders: a suffix
-                if used[stem] > 1:
-                    stem = f"{stem}_{used[stem]}"
-                kgc.save_png(os.path.join(args.out, f"{stem}_{explainer.name}.png"), pictures[i])
+                name = _unique_name(path, explainer.name, written)
+                kgc.save_png(os.path.join(args.out, name), pictures[i])
                 predicted = int(result.predicted[i])
                 score = float(result.probabilities[i, predicted])
-                rows.append([path, predicted, f"{score:.6g}", int(result.targets[i])])
+                rows.append([path, predicted, f"{score:.6g}", int(result.targets[i]), name])
         progress.update(min(start + args.batch_size, len(files)))
     with open(os.path.join(args.out, "explanations.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "predicted", "score", "explained"])
+        writer.writerow(["file", "predicted", "score", "explained", "overlay"])
         writer.writerows(rows)
     print(f"{len(rows)} overlays and explanations.csv written to {args.out}"
           + (f"; {failures} image(s) failed" if failures else ""))

@@ -166,3 +166,89 @@ def test_demo_two_epochs_writes_event_files_tensorboard_reads(tmp_path):
         events.Reload()
         assert {e.step for e in events.Tensors("gradcam/energy_in_mask")} == {0, 1}
         assert "gradcam/probe_00" in events.Tags()["tensors"]
+
+
+def test_explain_scales_16_bit_images_instead_of_clipping(workdir, tmp_path):
+    from PIL import Image
+
+    from keras_gradcam.cli import _read_image
+
+    ramp8 = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    for folder in ("8", "16"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(ramp8).save(tmp_path / "8" / "ramp.png")
+    Image.fromarray(ramp8.astype(np.uint16) * 257).save(tmp_path / "16" / "ramp.png")  # 0..65535
+    with Image.open(tmp_path / "16" / "ramp.png") as image:
+        assert image.mode.startswith("I")  # really a 16-bit image
+    seen8 = _read_image(str(tmp_path / "8" / "ramp.png"), (16, 16), 3)
+    seen16 = _read_image(str(tmp_path / "16" / "ramp.png"), (16, 16), 3)
+    np.testing.assert_array_equal(seen16, seen8)
+    for folder in ("8", "16"):
+        assert main(["explain", str(workdir / "model.keras"), str(tmp_path / folder / "ramp.png"),
+                     "--out", str(tmp_path / f"out{folder}")]) == 0
+    np.testing.assert_array_equal(matplotlib.image.imread(tmp_path / "out16" / "ramp_gradcam.png"),
+                                  matplotlib.image.imread(tmp_path / "out8" / "ramp_gradcam.png"))
+    row8, row16 = (read_csv(tmp_path / f"out{f}" / "explanations.csv")[0] for f in ("8", "16"))
+    assert (row16["predicted"], row16["score"]) == (row8["predicted"], row8["score"])
+
+
+def test_read_image_refuses_images_it_cannot_scale(tmp_path):
+    from PIL import Image
+
+    from keras_gradcam.cli import _read_image
+
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "float.tiff")
+    Image.fromarray(np.full((4, 4), 70000, np.int32)).save(tmp_path / "int32.tiff")
+    with pytest.raises(ValueError, match="floating-point"):
+        _read_image(str(tmp_path / "float.tiff"), (4, 4), 3)
+    with pytest.raises(ValueError, match=r"0\.\.65535.*Received: values in \[70000, 70000\]"):
+        _read_image(str(tmp_path / "int32.tiff"), (4, 4), 3)
+
+
+def test_explain_output_names_are_unique_and_listed_in_the_csv(workdir, tmp_path):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a.png", "a.jpg", "a_2.png"):
+        matplotlib.image.imsave(folder / name, rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    assert main(["explain", str(workdir / "model.keras"), str(folder), "--out", str(out)]) == 0
+    with open(out / "explanations.csv") as f:
+        assert next(csv.reader(f)) == ["file", "predicted", "score", "explained", "overlay"]
+    rows = read_csv(out / "explanations.csv")
+    written = [r["overlay"] for r in rows]
+    assert len(rows) == 3 and len(set(written)) == 3
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(written)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--batch-size", "0"], "argument --batch-size: must be a positive integer"),
+        (["--batch-size", "-1"], "argument --batch-size: must be a positive integer"),
+        (["--batch-size", "x"], "argument --batch-size: must be a positive integer"),
+        (["--size", "0", "0"], "argument --size: must be a positive integer"),
+        (["--out", "FILE"], "argument --out: .* is a file, not a folder"),
+    ],
+)
+def test_explain_bad_arguments_exit_2_with_one_error_line(workdir, tmp_path, capsys, extra,
+                                                         message):
+    (tmp_path / "file.txt").write_text("not a folder")
+    extra = [str(tmp_path / "file.txt") if a == "FILE" else a for a in extra]
+    args = ["explain", str(workdir / "model.keras"), str(workdir / "images" / "img0.png"),
+            "--out", str(tmp_path / "out"), *extra]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert len(errors) == 1 and re.search(message, errors[0]), err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_explain_out_folder_that_cannot_be_created_is_one_error_line(workdir, tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("not a folder")
+    code = main(["explain", str(workdir / "model.keras"), str(workdir / "images" / "img0.png"),
+                 "--out", str(tmp_path / "file.txt" / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot create the output folder" in err and "Traceback" not in err
