@@ -106,13 +106,24 @@ def overlay(images, heatmaps, colormap: str = "jet", alpha: float = 0.4) -> np.n
 
 
 def save_png(path: str | os.PathLike, image) -> str:
-    """Write one uint8 (or [0, 1] float) RGB/grayscale image to a PNG file. Returns the path."""
+    """Write one uint8 (or [0, 1] float) RGB/grayscale image to a PNG file. Returns the path.
+
+    Raises:
+        ValueError: `image` not `(H, W)` or `(H, W, C)`, or holding NaN or infinite values
+            (nothing is written).
+    """
     import matplotlib.image
 
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise ValueError(
             f"`image` must be (H, W) or (H, W, C). Received: image.shape={image.shape}."
+        )
+    if image.dtype.kind in "fc" and not np.isfinite(image).all():
+        raise ValueError(
+            "`image` contains NaN or infinite values, which a PNG cannot show. Received: "
+            f"{int((~np.isfinite(image)).sum())} of {image.size} values. Fix them first, "
+            "e.g. `np.nan_to_num(image)` if they stand for 0."
         )
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]

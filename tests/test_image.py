@@ -83,3 +83,12 @@ def test_displayable_scales_preprocessed_inputs_per_image():
     np.testing.assert_array_equal(displayable(plain), kgc.image.to_unit_rgb(plain))
     with pytest.raises(ValueError, match="5 channels cannot be drawn"):
         displayable(np.zeros((1, 4, 4, 5)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_save_png_refuses_non_finite_images_and_writes_nothing(tmp_path, bad):
+    image = np.full((4, 4, 3), 0.5, np.float32)
+    image[1, 2, 0] = bad
+    with pytest.raises(ValueError, match=r"NaN or infinite.*Received: 1 of 48 values"):
+        kgc.save_png(tmp_path / "a.png", image)
+    assert not (tmp_path / "a.png").exists()
