@@ -464,3 +464,54 @@ def test_randomization_check_separates_gradcam_from_an_edge_map(trained_cnn):
 def test_randomization_check_errors(cnn_model, layers, error, message):
     with pytest.raises(error, match=message):
         metrics.randomization_check(GradCAM, cnn_model, np.zeros((1, 24, 24, 3)), layers=layers)
+
+
+# ---- no silent wrong answer: non-finite boxes and images, empty inputs ------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda maps, boxes: metrics.energy_in_mask(maps, boxes),
+        lambda maps, boxes: metrics.pointing_game(maps, boxes),
+        lambda maps, boxes: metrics.iou(boxes, boxes),
+        lambda maps, boxes: metrics.iou(np.tile([0, 0, 2, 2], (2, 1)), boxes),
+        lambda maps, boxes: metrics.localization_accuracy(maps, boxes),
+    ],
+)
+def test_non_finite_boxes_are_rejected(call, bad):
+    maps, _, boxes = blob_maps()
+    boxes = boxes.astype(np.float64)
+    boxes[1, 2] = bad
+    with pytest.raises(ValueError, match=r"NaN or infinite.*Received: .*\[1\]="):
+        call(maps, boxes)
+
+
+def test_mean_iou_of_no_boxes_is_an_error_not_nan():
+    with pytest.raises(ValueError, match=r"`boxes_a` is empty. Received: boxes_a.shape=\(0, 4\)"):
+        metrics.mean_iou(np.zeros((0, 4)), np.zeros((0, 4)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda m, x, h: metrics.average_drop(m, x, h, 0),
+        lambda m, x, h: metrics.increase_in_confidence(m, x, h, 0),
+        lambda m, x, h: metrics.deletion(m, x, h, 0, steps=4),
+        lambda m, x, h: metrics.insertion(m, x, h, 0, steps=4),
+    ],
+)
+def test_non_finite_images_are_rejected(linear_case, call, bad):
+    images, true, _ = linear_case
+    images = images.copy()
+    images[3, 5, 9, 0] = bad
+    with pytest.raises(ValueError, match=r"`images` contain NaN or infinite.*images\[3\]"):
+        call(linear_model(), images, true)
+
+
+def test_non_finite_baseline_is_rejected(linear_case):
+    images, true, _ = linear_case
+    with pytest.raises(ValueError, match=r"`baseline` contain NaN or infinite"):
+        metrics.deletion(linear_model(), images, true, 0, steps=4, baseline=np.nan)

@@ -20,8 +20,7 @@ def as_heatmaps(heatmaps: Any, name: str = "heatmaps") -> np.ndarray:
         )
     if maps.shape[0] == 0:
         raise ValueError(f"`{name}` is empty. Received: {name}.shape={maps.shape}.")
-    if not np.isfinite(maps).all():
-        raise ValueError(f"`{name}` contain NaN or infinite values.")
+    check_finite(maps, name)
     if (maps < 0).any():
         raise ValueError(
             f"`{name}` must be non-negative (CAM maps after the ReLU). Received a minimum of "
@@ -30,8 +29,27 @@ def as_heatmaps(heatmaps: Any, name: str = "heatmaps") -> np.ndarray:
     return maps
 
 
+def check_finite(array: np.ndarray, name: str) -> None:
+    """A ValueError naming `name` and its first sample holding NaN or infinite values, if any."""
+    finite = np.isfinite(array)
+    if finite.all():
+        return
+    if array.ndim == 0:
+        received = f"{name}={array.item()!r}"
+    else:
+        i = int(np.argmin(finite.reshape(len(array), -1).all(axis=1)))
+        received = (
+            f"{name}[{i}]={array[i].tolist()}" if array.ndim <= 2
+            else f"non-finite values in {name}[{i}]"
+        )
+    raise ValueError(
+        f"`{name}` contain NaN or infinite values. Received: {received}. "
+        "Pass finite values (drop or repair those samples)."
+    )
+
+
 def as_boxes(boxes: Any, n: int | None = None, name: str = "boxes") -> np.ndarray:
-    """`boxes` as float64 `(n, 4)` rows `(y0, x0, y1, x1)`, checked for shape and order."""
+    """`boxes` as float64 `(n, 4)` rows `(y0, x0, y1, x1)`: non-empty, finite and ordered."""
     array = np.asarray(boxes)
     if array.dtype.kind not in "iuf" or array.ndim != 2 or array.shape[1] != 4:
         raise ValueError(
@@ -43,7 +61,12 @@ def as_boxes(boxes: Any, n: int | None = None, name: str = "boxes") -> np.ndarra
             f"`{name}` must hold one box per heatmap: expected shape ({n}, 4). "
             f"Received: {name}.shape={array.shape}."
         )
+    if array.shape[0] == 0:
+        raise ValueError(
+            f"`{name}` is empty. Received: {name}.shape={array.shape}. Pass at least one box."
+        )
     array = array.astype(np.float64)
+    check_finite(array, name)
     bad = (array[:, 2] < array[:, 0]) | (array[:, 3] < array[:, 1])
     if bad.any():
         raise ValueError(

@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_gradcam.metrics._checks import check_finite
 from keras_gradcam.model import head_activation
 from keras_gradcam.targets import class_ids
 
@@ -102,7 +103,7 @@ def scorer_for(model, output: int, activation) -> Scorer:
 
 
 def check_images(images: Any, maps: np.ndarray) -> np.ndarray:
-    """`images` as float32 `(n, H, W, C)` matching maps `(n, H, W)`."""
+    """`images` as finite float32 `(n, H, W, C)` matching maps `(n, H, W)`."""
     x = np.asarray(images, dtype=np.float32)
     if x.ndim == 3:
         x = x[..., None]
@@ -112,6 +113,7 @@ def check_images(images: Any, maps: np.ndarray) -> np.ndarray:
             f"spatial size {maps.shape}. Received: images.shape={np.shape(images)}. Explain "
             "with `resize=True` so that maps match the images."
         )
+    check_finite(x, "images")
     return x
 
 

@@ -76,8 +76,8 @@ def average_drop(
         float64 `(n,)` in [0, 1].
 
     Raises:
-        ValueError: maps not `(n, H, W)` in [0, 1]; images of another batch or size;
-            targets of the wrong length or range.
+        ValueError: maps not `(n, H, W)` in [0, 1]; images of another batch or size, or not
+            finite; targets of the wrong length or range.
     """
     before, after = _confidences(model, images, heatmaps, targets, output, activation, batch_size)
     drop = np.maximum(before - after, 0.0)

@@ -34,7 +34,7 @@ def energy_in_mask(heatmaps: Any, masks_or_boxes: Any) -> np.ndarray:
 
     Raises:
         ValueError: maps not `(n, H, W)`, negative or not finite; masks or boxes of another
-            shape, or boxes with y1 < y0 or x1 < x0.
+            shape, or boxes not finite or with y1 < y0 or x1 < x0.
 
     Example:
 
@@ -196,7 +196,8 @@ def iou(boxes_a: Any, boxes_b: Any) -> np.ndarray:
         float64 `(n,)` in [0, 1].
 
     Raises:
-        ValueError: boxes not `(n, 4)`, of different lengths, or with y1 < y0 or x1 < x0.
+        ValueError: boxes not `(n, 4)`, empty, of different lengths, not finite, or with
+            y1 < y0 or x1 < x0.
     """
     a = as_boxes(boxes_a, name="boxes_a")
     b = as_boxes(boxes_b, len(a), name="boxes_b")
@@ -208,7 +209,7 @@ def iou(boxes_a: Any, boxes_b: Any) -> np.ndarray:
 
 
 def mean_iou(boxes_a: Any, boxes_b: Any) -> float:
-    """The mean of `iou` over the pairs."""
+    """The mean of `iou` over the pairs (a ValueError for zero pairs, never NaN)."""
     return mean(iou(boxes_a, boxes_b))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradcam.inputs import check_batch_size
-from keras_gradcam.metrics._checks import as_heatmaps, mean
+from keras_gradcam.metrics._checks import as_heatmaps, check_finite, mean
 from keras_gradcam.metrics._scoring import (
     check_images,
     scorer_for,
@@ -68,12 +68,15 @@ def _baselines(baseline, images: np.ndarray) -> np.ndarray:
             )
         return gaussian_blur(images)
     try:
-        return np.broadcast_to(np.asarray(baseline, np.float32), images.shape)
+        values = np.asarray(baseline, np.float32)
+        broadcast = np.broadcast_to(values, images.shape)
     except ValueError:
         raise ValueError(
             f"`baseline` must broadcast to the images' shape {images.shape}. "
             f"Received: baseline.shape={np.shape(baseline)}."
         ) from None
+    check_finite(values, "baseline")
+    return broadcast
 
 
 def gaussian_blur(images: np.ndarray, size: int = 11, sigma: float = 5.0) -> np.ndarray:
@@ -113,8 +116,9 @@ _CURVE_ARGS = """
         activation: As in `average_drop`.
 
     Raises:
-        ValueError: maps not `(n, H, W)`; images of another batch or size; `steps` not a
-            positive int; a baseline that does not broadcast; bad targets.
+        ValueError: maps not `(n, H, W)`; images of another batch or size, or not finite;
+            `steps` not a positive int; a baseline that does not broadcast or is not finite;
+            bad targets.
 """
 
 
