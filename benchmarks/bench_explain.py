@@ -18,7 +18,7 @@ Sections (select with `--sections`): `speed` (public `GradCAM.__call__` vs forwa
 breakdown: compiled step alone, no resize/normalise, full call), `methods` (every method vs
 Grad-CAM), `scorecam` (Score-CAM vs k forward passes, with `max_channels`), `trace` (100 calls
 with varying batch sizes), `rss` (peak RSS, forward vs Grad-CAM, separate processes), `stream`
-(`explain_dataset` over 10,000 images: RSS over time, separate process), `callback`
+(`iter_explanations` / `write_explanations` over 10,000 images: RSS over time, separate process), `callback`
 (`GradCAMCallback`'s share of the epoch time).
 
 Prints a table and writes a Markdown report (`--results`, default `benchmarks/RESULTS.md`);
@@ -49,7 +49,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_gradcam as kgc  # noqa: E402
-from keras_gradcam.streaming import explain_dataset  # noqa: E402
+from keras_gradcam import iter_explanations, write_explanations  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_SECTIONS = ("speed", "methods", "scorecam", "trace", "rss", "stream", "callback")
@@ -252,8 +252,8 @@ def section_speed(report, name, spec, args):
             if args.batches and batch not in args.batches:
                 continue
             x = images(batch, spec["size"])
-            inputs, _ = cam._prepare_inputs(x)
-            step_fn = cam._step(inputs, None, True, True)
+            inputs, _ = cam.prepare_inputs(x)
+            step_fn = cam.step(inputs)
             ids = tf.fill([batch], -1)
             if xla and batch not in spec["xla_batches"]:
                 continue
@@ -456,7 +456,7 @@ def child_stream(total: int, mode: str, size: int):
     with tempfile.TemporaryDirectory() as tmp:
         if mode == "generator":
             seen, mark = 0, 0
-            for explanation in explain_dataset(cam, data.batch(64), progress=False, count=total):
+            for explanation in iter_explanations(cam, data.batch(64), progress=False, count=total):
                 seen += len(explanation.heatmaps)
                 if seen >= mark:
                     samples.append((seen, rss_now()))
@@ -464,8 +464,8 @@ def child_stream(total: int, mode: str, size: int):
         else:  # runs to the end: a thread samples RSS while it writes the memmap
             # Warm-up on a few batches first (tracing, thread pools, tf.data buffers), so the
             # measured run shows what the dataset size costs, not what the first call costs.
-            explain_dataset(cam, data.take(256), progress=False,
-                            maps_path=os.path.join(tmp, "warm-up.npy"))
+            write_explanations(cam, data.take(256), progress=False,
+                               maps_path=os.path.join(tmp, "warm-up.npy"))
             done = threading.Event()
 
             def sample():
@@ -475,8 +475,8 @@ def child_stream(total: int, mode: str, size: int):
 
             thread = threading.Thread(target=sample, daemon=True)
             thread.start()
-            result = explain_dataset(cam, data, progress=False,
-                                     maps_path=os.path.join(tmp, "maps.npy"))
+            result = write_explanations(cam, data, progress=False,
+                                        maps_path=os.path.join(tmp, "maps.npy"))
             done.set()
             thread.join()
             samples.append((round(time.perf_counter() - start, 2), rss_now()))

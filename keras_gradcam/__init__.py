@@ -12,8 +12,6 @@ import os as _os
 
 __version__ = "0.1.0"
 
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from keras_gradcam.errors import BackendError  # noqa: E402
 
 
@@ -42,6 +40,7 @@ from keras_gradcam.errors import (  # noqa: E402
     ModelNotSupportedError,
     NotSpatialLayerError,
 )
+from keras_gradcam.explanation import Explanation  # noqa: E402
 from keras_gradcam.image import colorize, overlay, plot, save_png  # noqa: E402
 from keras_gradcam.methods import (  # noqa: E402
     CAM,
@@ -49,7 +48,6 @@ from keras_gradcam.methods import (  # noqa: E402
     BaseCAM,
     EigenCAM,
     EigenGradCAM,
-    Explanation,
     GradCAM,
     GradCAMElementWise,
     GradCAMPlusPlus,
@@ -61,10 +59,18 @@ from keras_gradcam.methods import (  # noqa: E402
     XGradCAM,
     get_method,
 )
-from keras_gradcam.streaming import explain_dataset  # noqa: E402
+from keras_gradcam.streaming import iter_explanations  # noqa: E402
+from keras_gradcam.writing import (  # noqa: E402
+    DatasetExplanation,
+    explain_dataset,
+    write_explanations,
+)
 
 __all__ = [
+    "DatasetExplanation",
     "explain_dataset",
+    "iter_explanations",
+    "write_explanations",
     "CAM",
     "METHODS",
     "EigenCAM",

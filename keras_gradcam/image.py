@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 
@@ -112,8 +113,6 @@ def save_png(path: str | os.PathLike, image) -> str:
         ValueError: `image` not `(H, W)` or `(H, W, C)`, or holding NaN or infinite values
             (nothing is written).
     """
-    import matplotlib.image
-
     image = np.asarray(image)
     if image.ndim not in (2, 3):
         raise ValueError(
@@ -129,22 +128,78 @@ def save_png(path: str | os.PathLike, image) -> str:
         image = image[..., 0]
     if image.dtype != np.uint8:
         image = np.round(np.clip(image.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+    path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    matplotlib.image.imsave(os.fspath(path), image, cmap="gray" if image.ndim == 2 else None)
-    return os.fspath(path)
+    # Written under a temporary name and renamed: an interrupted write leaves no half PNG.
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        with open(partial, "wb") as file:
+            file.write(png_bytes(image, compress_level=6))
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return path
+
+
+def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
+    """uint8 RGB `(H, W, 3)` or grayscale `(H, W)` as PNG bytes (Pillow)."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(
+        buffer, format="PNG", compress_level=compress_level
+    )
+    return buffer.getvalue()
+
+
+GAP = 2  # pixels between panels and grid cells
+
+
+def side_by_side(panels: list[np.ndarray], gap_value: int = 255) -> np.ndarray:
+    """uint8 `(H, W, 3)` panels side by side, `GAP` pixels of `gap_value` apart."""
+    height = panels[0].shape[0]
+    gap = np.full((height, GAP, 3), gap_value, np.uint8)
+    parts = [part for i, panel in enumerate(panels) for part in ((gap, panel) if i else (panel,))]
+    return np.concatenate(parts, axis=1)
+
+
+def grid_shape(n: int) -> tuple[int, int]:
+    """`(rows, cols)` of a near-square grid of `n` pictures: `ceil(sqrt(n))` columns."""
+    cols = max(1, math.ceil(math.sqrt(n)))
+    return -(-n // cols), cols
+
+
+def grid(pictures: np.ndarray, gap_value: int = 255) -> np.ndarray:
+    """uint8 `(n, H, W, 3)` pictures in a near-square grid, `GAP` pixels apart."""
+    n, height, width, _ = pictures.shape
+    rows, cols = grid_shape(n)
+    out = np.full(
+        (rows * height + (rows - 1) * GAP, cols * width + (cols - 1) * GAP, 3), gap_value,
+        np.uint8,
+    )
+    for i in range(n):
+        r, c = divmod(i, cols)
+        y, x = r * (height + GAP), c * (width + GAP)
+        out[y : y + height, x : x + width] = pictures[i]
+    return out
 
 
 def draw(images, heatmaps=None, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
     """uint8 RGB pictures `(batch, H, W, 3)` of explanations, whatever the method.
 
-    Heatmaps `(batch, h, w)` are overlaid on the images; guided images `(batch, H, W, C)`
-    (`GuidedBackprop`, `GuidedGradCAM`: in [0, 1], zero at 0.5) are shown as they are; with
-    `heatmaps=None` the images themselves.
+    `heatmaps` may be an `Explanation`, which says what it holds (`kind`): heatmaps are
+    overlaid on the images; images (`GuidedBackprop`, `GuidedGradCAM`: in [0, 1], zero at 0.5)
+    are shown as they are. A plain array is read by its rank: `(batch, h, w)` maps, or
+    `(batch, H, W, C)` images. With `heatmaps=None`, the images themselves.
     """
     if heatmaps is None:
         return np.round(to_unit_rgb(images) * 255).astype(np.uint8)
-    maps = np.asarray(heatmaps)
-    if maps.ndim == 4:
+    kind = getattr(heatmaps, "kind", None)
+    maps = np.asarray(getattr(heatmaps, "heatmaps", heatmaps))
+    if kind == "image" or kind is None and maps.ndim == 4:
         return np.round(to_unit_rgb(np.clip(maps, 0.0, 1.0)) * 255).astype(np.uint8)
     return overlay(images, maps, colormap, alpha)
 
@@ -155,7 +210,8 @@ def plot(images, heatmaps=None, titles: Sequence[str] | None = None, cols: int =
 
     Args:
         images: `(batch, H, W[, C])` images.
-        heatmaps: `(batch, h, w)` maps, guided images `(batch, H, W, C)`, or None.
+        heatmaps: `(batch, h, w)` maps, guided images `(batch, H, W, C)`, an `Explanation`,
+            or None.
         titles: One title per image.
         cols: Number of columns.
         colormap, alpha: As in `overlay`.

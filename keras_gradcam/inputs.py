@@ -4,21 +4,131 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradcam.errors import InvalidInputError
+from keras_gradcam.errors import InvalidInputError, ModelNotSupportedError
+
+
+def check_positive_int(value, name: str) -> int:
+    """`value` as an int, or a ValueError naming `name` when it is not a positive int."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive int. Received: {name}={value!r}.")
+    return int(value)
 
 
 def check_batch_size(batch_size) -> int:
     """`batch_size` as an int, or a ValueError naming it when it is not a positive int."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-        batch_size < 1
-    ):
-        raise ValueError(
-            f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}."
+    return check_positive_int(batch_size, "batch_size")
+
+
+def check_bool(value, name: str) -> bool | None:
+    """`value` when it is a bool (or None), else a TypeError naming `name`."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise TypeError(f"`{name}` must be True, False or None. Received: {name}={value!r}.")
+
+
+def is_image(x, spatial_rank: int = 2, *, floating: bool = False, channels: bool = True) -> bool:
+    """Whether a tensor or spec is a batch of images `(batch, *spatial, channels)` with
+    `spatial_rank` fully known spatial axes (`channels=False`: `(batch, *spatial)`)."""
+    rank = spatial_rank + (2 if channels else 1)
+    shape = x.shape
+    if shape.rank != rank or None in shape[1 : 1 + spatial_rank]:
+        return False
+    return not floating or tf.as_dtype(x.dtype).is_floating
+
+
+def image_index(inputs, spatial_rank: int = 2, *, floating: bool = False) -> int | None:
+    """Index in `keras.tree.flatten(inputs)` of the image input (tensors or specs), or None.
+
+    The image input is the first of shape `(batch, *spatial, channels)` with `spatial_rank`
+    spatial axes; failing that, the first `(batch, *spatial)` (grayscale without a channel
+    axis).
+    """
+    leaves = keras.tree.flatten(inputs)
+    for channels in (True, False):
+        for index, x in enumerate(leaves):
+            if is_image(x, spatial_rank, floating=floating, channels=channels):
+                return index
+    return None
+
+
+def require_image(inputs, spatial_rank: int, what: str) -> int:
+    """`image_index(inputs, spatial_rank, floating=True)`, or an error saying `what` needs it.
+
+    Raises:
+        ModelNotSupportedError: the model has no floating input with that many spatial axes.
+    """
+    index = image_index(inputs, spatial_rank, floating=True)
+    if index is None:
+        raise ModelNotSupportedError(
+            f"{what} needs a floating image input with {spatial_rank} spatial axes (the "
+            "layer's); the model has none."
         )
-    return int(batch_size)
+    return index
+
+
+def spatial_size(inputs, rank: int) -> tuple[int, ...]:
+    """The spatial size of the image input with `rank` spatial axes (see `image_index`).
+
+    Raises:
+        InvalidInputError: no input has as many spatial axes.
+    """
+    index = image_index(inputs, rank)
+    if index is None:
+        raise InvalidInputError(
+            "`resize=True` needs an input with as many spatial axes as the layer's maps "
+            f"({rank}); none of the inputs has. Pass `resize=False`."
+        )
+    return tuple(int(d) for d in keras.tree.flatten(inputs)[index].shape[1 : 1 + rank])
+
+
+def unpack_element(element):
+    """`(inputs, labels or None)` from a dataset element (the `model.fit` convention:
+    `inputs`, `(inputs,)`, `(inputs, labels)` or `(inputs, labels, sample_weights)`)."""
+    if isinstance(element, tuple) and len(element) == 1:
+        element = element[0]
+    if isinstance(element, tuple):
+        if len(element) == 1:
+            return element[0], None
+        if len(element) in (2, 3):
+            return element[0], element[1]
+        raise InvalidInputError(
+            "Dataset elements must be `inputs`, `(inputs, labels)` or "
+            f"`(inputs, labels, sample_weights)`. Received a tuple of {len(element)} parts; "
+            "for a multi-input model nest the inputs: `((a, b), labels)` or a dict."
+        )
+    return element, None
+
+
+def dataset_is_batched(inputs_spec, model) -> bool:
+    """Whether a dataset's inputs already carry a batch axis (compared with the model's).
+
+    Raises:
+        InvalidInputError: inputs that are not dense tensors, or of a rank the model cannot
+            take batched or unbatched.
+    """
+    leaves = keras.tree.flatten(inputs_spec)
+    for leaf in leaves:
+        if not isinstance(leaf, tf.TensorSpec):
+            raise InvalidInputError(
+                "Dataset inputs must be dense tensors. Received an element of type "
+                f"{type(leaf).__name__} ({leaf})."
+            )
+    expected = model_inputs(model)
+    if not expected:
+        return True
+    rank, got = len(expected[0].shape), leaves[0].shape.rank
+    if got == rank:
+        return True
+    if got == rank - 1:
+        return False
+    raise InvalidInputError(
+        f"Dataset inputs must be shaped like the model input {tuple(expected[0].shape)} "
+        f"(batched or not). Received: element shape {tuple(leaves[0].shape)}."
+    )
 
 
 def model_inputs(model) -> list | None:
@@ -90,7 +200,18 @@ def _to_tensor(x, spec) -> tf.Tensor:
         raise InvalidInputError(
             f"`images` must be arrays or tensors. Received: {type(x).__name__}."
         )
-    tensor = tf.convert_to_tensor(x)
+    source = np.asarray(x) if not isinstance(x, tf.Tensor) else None
+    if source is not None and source.dtype.kind not in "biuf":
+        raise InvalidInputError(
+            "`images` must hold numbers (float32, or uint8 pixels). Received an array of dtype "
+            f"{source.dtype} (kind {source.dtype.kind!r}); convert it, e.g. "
+            "`np.asarray(images, dtype='float32')`."
+        )
+    tensor = tf.convert_to_tensor(source if source is not None else x)
+    if not (tensor.dtype.is_floating or tensor.dtype.is_integer or tensor.dtype == tf.bool):
+        raise InvalidInputError(
+            f"`images` must hold numbers. Received a tensor of dtype {tensor.dtype.name}."
+        )
     if spec is not None:
         dtype = tf.as_dtype(spec.dtype)
     elif tensor.dtype.is_floating or tensor.dtype.is_unsigned or tensor.dtype == tf.bool:
@@ -98,6 +219,13 @@ def _to_tensor(x, spec) -> tf.Tensor:
     else:
         dtype = tensor.dtype
     if tensor.dtype != dtype:
+        if tensor.dtype.is_floating and not dtype.is_floating and not bool(
+            tf.reduce_all(tf.math.is_finite(tensor))
+        ):
+            raise InvalidInputError(
+                f"`images` contain NaN or infinite values, and the model takes {dtype.name} "
+                "inputs, to which they cannot be converted. Clean the images first."
+            )
         tensor = tf.cast(tensor, dtype)
     got = tuple(tensor.shape)
     if spec is None:

@@ -6,6 +6,7 @@ import difflib
 from collections.abc import Iterator
 
 import keras
+import numpy as np
 
 from keras_gradcam.errors import LayerNotFoundError, NotSpatialLayerError
 
@@ -77,6 +78,31 @@ def spatial_candidates(model) -> list[LayerPath]:
     return [path for path in walk(model) if not is_container(path[-1]) and is_spatial(path)]
 
 
+def map_rank(layer) -> int:
+    """Number of spatial axes of the layer's output (its maps' rank without batch)."""
+    rank = output_rank(layer)
+    return rank - 2 if rank is not None else len(layer.kernel_size)
+
+
+def feeding_layers(model, output: int) -> set[int] | None:
+    """Ids of the top-level layers of `model` that output `output` depends on (None: all,
+    when the model has no graph to walk)."""
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    try:
+        tensors = [graph.outputs[output]]
+    except (AttributeError, ValueError, IndexError, TypeError):
+        return None
+    seen: set[int] = set()
+    while tensors:
+        history = getattr(tensors.pop(), "_keras_history", None)
+        if history is None or id(history.operation) in seen:
+            continue
+        seen.add(id(history.operation))
+        node = history.operation._inbound_nodes[history.node_index]
+        tensors.extend(node.input_tensors)
+    return seen
+
+
 def _describe(paths: list[LayerPath], limit: int = 12) -> str:
     names = [path_name(p) for p in paths]
     if len(names) > limit:
@@ -84,14 +110,15 @@ def _describe(paths: list[LayerPath], limit: int = 12) -> str:
     return ", ".join(repr(n) for n in names) if names else "(none)"
 
 
-def resolve_layer(model: keras.Model, layer=None) -> LayerPath:
+def resolve_layer(model: keras.Model, layer=None, output: int = 0) -> LayerPath:
     """Resolve the user's `layer` argument to the path of a layer inside `model`.
 
     Args:
         model: The Keras model.
-        layer: `None` (the last layer with a spatial output, nested models included), a layer
-            name, an `"outer/inner"` path through nested models, a `keras.layers.Layer` object,
-            or an integer index into `model.layers`.
+        layer: `None` (the last layer with a spatial output on the way to output `output`,
+            nested models included), a layer name, an `"outer/inner"` path through nested
+            models, a `keras.layers.Layer` object, or an integer index into `model.layers`.
+        output: The explained output (index), which the automatic pick follows.
 
     Returns:
         A tuple of layers from a direct child of `model` down to the target layer.
@@ -102,6 +129,9 @@ def resolve_layer(model: keras.Model, layer=None) -> LayerPath:
     """
     candidates = spatial_candidates(model)
     if layer is None:
+        feeding = feeding_layers(model, output)
+        if feeding is not None:
+            candidates = [p for p in candidates if id(p[0]) in feeding]
         if not candidates:
             raise NotSpatialLayerError(
                 "The model has no layer with a spatial output (rank 3 to 5, e.g. Conv1D/2D/3D), "
@@ -109,14 +139,14 @@ def resolve_layer(model: keras.Model, layer=None) -> LayerPath:
                 f"Received model {model.name!r} with layers: {_describe(list(walk(model)))}."
             )
         return candidates[-1]
-    if isinstance(layer, bool) or not isinstance(layer, (int, str, keras.layers.Layer)):
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer, str, keras.layers.Layer)):
         raise TypeError(
             "`layer` must be None, a layer name, an 'outer/inner' path, a keras Layer or an "
             f"int index. Received: layer={layer!r} of type {type(layer).__name__}."
         )
-    if isinstance(layer, int):
+    if isinstance(layer, (int, np.integer)):
         try:
-            path = (model.layers[layer],)
+            path = (model.layers[int(layer)],)
         except IndexError:
             raise LayerNotFoundError(
                 f"Layer index {layer} is out of range: the model has {len(model.layers)} "
@@ -136,6 +166,12 @@ def resolve_layer(model: keras.Model, layer=None) -> LayerPath:
         inner = [p for p in candidates if p[: len(path)] == path]
         if inner:
             return inner[-1]
+    if isinstance(path[-1], keras.layers.InputLayer):
+        raise NotSpatialLayerError(
+            f"Layer {path_name(path)!r} is a model input, which has no feature maps to weight: "
+            "Grad-CAM explains a layer inside the model. Layers that can be explained: "
+            f"{_describe(candidates)}."
+        )
     if not is_spatial(path):
         raise NotSpatialLayerError(
             f"Layer {path_name(path)!r} has no spatial output (its output rank is "

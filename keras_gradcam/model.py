@@ -9,6 +9,7 @@ Subclassed models have no graph: the target layer's output is captured while the
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Callable
 
 import keras
@@ -110,6 +111,13 @@ class ScoreModel:
                 f"Layer {self.path[-1].name!r} was not called while running the model, so its "
                 "output cannot be explained. Pick a layer on the path from the inputs to the "
                 "explained output."
+            )
+        if len(captured) > 1:
+            warnings.warn(
+                f"Layer {self.path[-1].name!r} is called {len(captured)} times in the model; "
+                "the last call is explained. To explain another call, pick a layer that is "
+                "called once (e.g. a layer applied right after that call).",
+                stacklevel=2,
             )
         return captured[-1], keras.tree.flatten(outputs)
 

@@ -1,4 +1,11 @@
-"""What to explain: a class per sample, the top-1 class, or a callable on the model outputs."""
+"""What to explain: the one home of the targets vocabulary.
+
+- class ids: `None` (the top-1 class, `TOP1`), an int (that class for every sample), one class
+  per sample; labels (sparse, `(n, 1)` or one-hot) become ids by the same rules everywhere;
+- callables on the model outputs that return one score per sample;
+- the single-unit rule: a model output with one unit is a binary classifier, class 1 the unit
+  and class 0 its complement (`[-z, z]` for a logit, `[1 - p, p]` for a probability).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,20 @@ from keras_gradcam.errors import InvalidTargetError
 Targets = int | Sequence[int] | np.ndarray | Callable | None
 
 TOP1 = -1  # class id meaning "the highest-scoring class of this sample"
+
+
+def _out_of_range(ids: np.ndarray, num_classes: int | None, what: str, positions=None) -> None:
+    if num_classes is None or not ids.size:
+        return
+    bad = np.flatnonzero((ids < 0) | (ids >= num_classes))
+    if bad.size:
+        where = bad[0] if positions is None else positions[bad[0]]
+        raise InvalidTargetError(
+            f"{what} must lie in [0, {num_classes - 1}] (the explained output has "
+            f"{num_classes} classes). Received out-of-range classes: "
+            f"{sorted(set(ids[bad].tolist()))[:10]}, the first, {ids[bad[0]]}, at position "
+            f"{where}."
+        )
 
 
 def class_ids(targets: Targets, batch: int, num_classes: int | None) -> np.ndarray:
@@ -43,24 +64,91 @@ def class_ids(targets: Targets, batch: int, num_classes: int | None) -> np.ndarr
             )
         if len(ids) != batch:
             raise InvalidTargetError(
-                f"`targets` must hold one class per image: expected {batch} values, "
+                f"`targets` must hold one class per sample: expected {batch} values, "
                 f"received {len(ids)}. Pass an int to explain the same class for all images."
             )
-    if num_classes is not None and ids.size and (ids.min() < 0 or ids.max() >= num_classes):
-        bad = ids[(ids < 0) | (ids >= num_classes)]
-        raise InvalidTargetError(
-            f"Target classes must lie in [0, {num_classes - 1}] (the explained output has "
-            f"{num_classes} units). Received out-of-range classes: {sorted(set(bad.tolist()))}."
-        )
+    _out_of_range(ids, num_classes, "Target classes")
     return ids.astype(np.int32)
+
+
+def label_ids(labels, num_classes: int | None, name: str = "labels",
+              positions=None) -> np.ndarray:
+    """Class ids `(n,)` int32 from labels: sparse `(n,)`/`(n, 1)` or one-hot `(n, classes)`.
+
+    Float labels must hold whole class numbers (`2.0`, not `0.7`); one-hot labels are read by
+    their largest entry. `positions` (the samples' positions in a dataset) are what error
+    messages name; by default, the index in `labels`.
+
+    Raises:
+        InvalidTargetError: labels that are not classes (strings, fractions, NaN, wrong shape)
+            or lie outside `[0, num_classes)`; the message names the first bad value and its
+            position.
+    """
+    array = np.asarray(labels)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim == 2 and array.shape[1] > 1 and array.dtype.kind in "iufb":
+        if num_classes is not None and array.shape[1] != num_classes:
+            raise InvalidTargetError(
+                f"One-hot `{name}` must have one column per class ({num_classes}). Received: "
+                f"{name}.shape={array.shape}."
+            )
+        array = array.argmax(axis=1)
+    if array.ndim != 1 or array.dtype.kind not in "iuf":
+        raise InvalidTargetError(
+            f"`{name}` must be integer classes (n,) or one-hot (n, classes). Received: "
+            f"{name}.shape={array.shape} with dtype {array.dtype}."
+        )
+    if array.dtype.kind == "f":
+        whole = np.isfinite(array) & (array == np.round(array))
+        if not whole.all():
+            first = int(np.flatnonzero(~whole)[0])
+            where = first if positions is None else positions[first]
+            raise InvalidTargetError(
+                f"`{name}` must hold whole class numbers. Received {array[first]!r} at position "
+                f"{where}. Round or fix the labels (class ids, or one-hot rows)."
+            )
+    _out_of_range(array, num_classes, f"`{name}` (classes outside the explained output's "
+                  "range are refused)", positions)
+    return array.astype(np.int32)
+
+
+INVALID = -2  # a label that `label_ids` refuses, flagged inside a tf.data pipeline
+
+
+def label_ids_in_graph(labels: tf.Tensor, num_classes: int | None) -> tf.Tensor:
+    """`label_ids` for a tf.data pipeline: int32 `(batch,)`, `INVALID` where `label_ids` would
+    refuse a label (then call `label_ids` on the host for the message)."""
+    if labels.shape.rank == 2 and labels.shape[-1] != 1:
+        return tf.argmax(labels, axis=-1, output_type=tf.int32)
+    values = tf.cast(tf.reshape(labels, [-1]), tf.float64)
+    valid = tf.math.is_finite(values) & tf.equal(values, tf.round(values)) & (values >= 0)
+    if num_classes is not None:
+        valid &= values < num_classes
+    safe = tf.where(valid, values, tf.zeros_like(values))
+    return tf.where(valid, tf.cast(safe, tf.int32), tf.constant(INVALID, tf.int32))
+
+
+def two_class(unit: tf.Tensor, probability: bool) -> tf.Tensor:
+    """The single-unit rule: `(batch, 1)` -> `(batch, 2)`, `[-z, z]` or `[1 - p, p]`."""
+    return tf.concat([1.0 - unit if probability else -unit, unit], axis=-1)
+
+
+def unit_sign(ids: tf.Tensor) -> tf.Tensor:
+    """The sign of the unit in the single-unit rule per class id: -1 for class 0, +1 for 1."""
+    return tf.cast(2 * ids - 1, tf.float32)
+
+
+def is_single_unit(explained: tf.Tensor) -> bool:
+    """Whether an output (static shape) is one unit per sample: a binary classifier."""
+    return explained.shape.rank == 1 or explained.shape[-1] == 1
 
 
 def class_scores(explained: tf.Tensor, probability: bool = False) -> tf.Tensor:
     """Per-class scores `(batch, classes)` of the explained output.
 
     Dense outputs (segmentation) are summed over their positions. A single unit (a binary
-    classifier) becomes two classes: class 1 is the unit, class 0 its complement (`-z` for a
-    logit, `1 - p` for a probability), so `targets=0` explains the negative class.
+    classifier) becomes two classes by `two_class`, so `targets=0` explains the negative class.
     """
     scores = tf.cast(explained, tf.float32)
     if scores.shape.rank == 1:
@@ -68,8 +156,22 @@ def class_scores(explained: tf.Tensor, probability: bool = False) -> tf.Tensor:
     if scores.shape.rank > 2:
         scores = tf.reduce_sum(scores, axis=list(range(1, scores.shape.rank - 1)))
     if scores.shape[-1] == 1:
-        scores = tf.concat([1.0 - scores if probability else -scores, scores], axis=-1)
+        scores = two_class(scores, probability)
     return scores
+
+
+def probabilities(scores: tf.Tensor, space: str, head: str | None, single: bool) -> tf.Tensor:
+    """The model's probabilities from per-class `scores` in `space` ("logits"/"probability").
+
+    Args:
+        head: The model's own final activation ("softmax", "sigmoid" or None).
+        single: The output is a single unit (sigmoid of `[-z, z]` gives `[1 - p, p]`).
+    """
+    if space == "probability":
+        return scores
+    if head == "sigmoid" or single:
+        return tf.sigmoid(scores)
+    return tf.nn.softmax(scores, axis=-1)
 
 
 def select_scores(per_class: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -84,13 +186,72 @@ def select_scores(per_class: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, tf.T
 
 
 def call_target(fn: Callable, outputs: list) -> tf.Tensor:
-    """Apply a user's target callable to the outputs and check it gives one score per sample."""
-    value = fn(outputs[0] if len(outputs) == 1 else outputs)
-    value = tf.convert_to_tensor(value)
+    """Apply a user's target callable to the outputs; check it gives a score vector.
+
+    Args:
+        fn: The callable; it gets the model output (a list when the model has several).
+        outputs: The model outputs, a flat list.
+
+    Returns:
+        float32 `(batch,)`. That it holds one score per sample is checked by the step (see
+        `check_score_count`), since the batch size is only known when it runs.
+
+    Raises:
+        InvalidTargetError: the callable failed, or returned something else than a numeric
+            tensor of shape `(batch,)` computed from the outputs.
+    """
+    try:
+        value = fn(outputs[0] if len(outputs) == 1 else outputs)
+    except InvalidTargetError:
+        raise
+    except Exception as error:  # the user's code: say whose it is
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise InvalidTargetError(
+            f"The target callable {_name(fn)} raised {type(error).__name__}: {text} It receives "
+            "the model output (a list for several outputs) and must return one score per sample."
+        ) from error
+    if not isinstance(value, (tf.Tensor, tf.Variable)):
+        raise InvalidTargetError(
+            f"The target callable {_name(fn)} must return a tensor of scores computed from the "
+            f"model output, shape (batch,). Received a {type(value).__name__}: "
+            f"{str(value)[:80]}. Use tensor operations on the output, e.g. "
+            "`lambda out: out[:, 3]`."
+        )
     if value.shape.rank != 1:
         raise InvalidTargetError(
-            "A target callable must return one score per sample, shape (batch,). "
-            f"Received a tensor of shape {tuple(value.shape)}; reduce it, e.g. with "
+            f"The target callable {_name(fn)} must return one score per sample, shape "
+            f"(batch,). Received a tensor of shape {tuple(value.shape)}; reduce it, e.g. with "
             "`keras.ops.sum(..., axis=...)`."
         )
+    if not (value.dtype.is_floating or value.dtype.is_integer):
+        raise InvalidTargetError(
+            f"The target callable {_name(fn)} must return numeric scores. Received dtype "
+            f"{value.dtype.name}."
+        )
     return tf.cast(value, tf.float32)
+
+
+def check_score_count(fn: Callable | None, count: int, samples: int) -> None:
+    """Raise when a target callable gave `count` scores for `samples` samples."""
+    if count != samples:
+        raise InvalidTargetError(
+            f"The target callable {_name(fn)} must return exactly one score per sample: it "
+            f"returned {count} scores for {samples} samples. Do not slice or reduce the batch "
+            "axis; index the class axis instead, e.g. `lambda out: out[:, 1]`."
+        )
+
+
+def _name(fn) -> str:
+    name = getattr(fn, "__name__", type(fn).__name__)
+    return f"{name!r}" if name != "<lambda>" else "(a lambda)"
+
+
+def check_scores_finite(scores: np.ndarray, what: str = "target") -> None:
+    """Raise when explained scores are NaN/inf (a target callable computing NaN, say)."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        raise InvalidTargetError(
+            f"The explained {what} scores are NaN or infinite for images {bad[:10].tolist()}"
+            f"{' ...' if bad.size > 10 else ''}; their maps would be meaningless. Check the "
+            "target callable (or the model) for divisions by zero, logs of zero or overflow."
+        )

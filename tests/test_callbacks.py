@@ -44,7 +44,7 @@ def trained(tmp_path_factory):
     model = tiny_cnn()
     cb = kgc.GradCAMCallback(
         probes, log_dir, probe_labels=labels, class_names=NAMES, masks=masks,
-        freq=2, targets="both", pointing_tolerance=0,
+        freq=2, explain_classes="both", pointing_tolerance=0,
     )
     history = model.fit(
         x, y, epochs=5, batch_size=32, verbose=0,
@@ -117,9 +117,9 @@ def test_dataset_probes_take_the_first_n_and_their_labels(tmp_path, batched):
     cb = kgc.GradCAMCallback(dataset, tmp_path, num_probes=6)
     model = tiny_cnn()
     model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
-    assert cb.targets == "label"
-    np.testing.assert_array_equal(cb._labels, y[:6])
-    np.testing.assert_allclose(cb._probes.numpy(), x[:6])
+    assert cb.explain_classes == "label"
+    np.testing.assert_array_equal(cb.probes.labels, y[:6])
+    np.testing.assert_allclose(cb.probes.inputs.numpy(), x[:6])
     pairs = written(str(tmp_path / "gradcam"))
     assert {t for t, _ in pairs["images"]} == {f"gradcam/probe_{i:02d}" for i in range(6)} | {
         "gradcam/grid"
@@ -132,7 +132,7 @@ def test_dataset_without_labels_explains_predictions(tmp_path):
     x, y, _ = objects(5, shortcut=False, seed=0)
     cb = kgc.GradCAMCallback(tf.data.Dataset.from_tensor_slices(x), tmp_path)
     tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[cb])
-    assert cb.targets == "predicted" and cb._n == 5
+    assert cb.explain_classes == "predicted" and cb.probes.count == 5
     scalars = {t for t, _ in written(str(tmp_path / "gradcam"))["scalars"]}
     assert scalars == {"gradcam/drift", "gradcam/zero_maps"}
 
@@ -334,7 +334,7 @@ def test_training_is_the_same_with_and_without_the_callback(tmp_path):
         return model.get_weights(), history.history["loss"]
 
     plain_weights, plain_loss = train([])
-    cb = kgc.GradCAMCallback(probes, tmp_path, probe_labels=labels, masks=masks, targets="both")
+    cb = kgc.GradCAMCallback(probes, tmp_path, probe_labels=labels, masks=masks, explain_classes="both")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no failed epoch either
         weights, loss = train([cb])

@@ -222,7 +222,7 @@ def test_multi_output_picks_output_by_index_and_name(images):
     model = keras.Model(inputs, [a, b])
     by_name = kgc.GradCAM(model, output="colour").explain(images, targets=4)
     by_index = kgc.GradCAM(model, output=1).explain(images, targets=4)
-    assert by_name.logits.shape == (4, 5)
+    assert by_name.class_scores.shape == (4, 5)
     np.testing.assert_allclose(by_name.heatmaps, by_index.heatmaps, atol=1e-6)
     with pytest.raises(kgc.InvalidTargetError, match=r"\[0, 2\]"):
         kgc.GradCAM(model, output=0)(images, targets=4)

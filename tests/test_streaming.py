@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import keras_gradcam as kgc
 from keras_gradcam.errors import InvalidInputError, InvalidTargetError
-from keras_gradcam.streaming import DatasetExplanation, explain_dataset
+from keras_gradcam.writing import DatasetExplanation, explain_dataset, write_explanations
 
 N = 11  # not a multiple of the batch size: the last batch is partial
 
@@ -34,12 +34,12 @@ def concat(explanations):
     explanations = list(explanations)
     return {
         key: np.concatenate([getattr(e, key) for e in explanations])
-        for key in ("heatmaps", "targets", "scores", "logits")
+        for key in ("heatmaps", "targets", "scores", "class_scores")
     }, [len(e.heatmaps) for e in explanations]
 
 
 def assert_same(got, expected):
-    for key in ("heatmaps", "targets", "scores", "logits"):
+    for key in ("heatmaps", "targets", "scores", "class_scores"):
         np.testing.assert_allclose(got[key], getattr(expected, key), rtol=1e-5, atol=1e-6)
 
 
@@ -90,8 +90,8 @@ def test_png_folder_and_memmap(cam, data, tmp_path):
     x, y = data
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(3)
     maps_path = tmp_path / "maps.npy"
-    summary = explain_dataset(cam, ds, targets="label", out_dir=tmp_path / "png",
-                              maps_path=maps_path, progress=False)
+    summary = write_explanations(cam, ds, targets="label", out_dir=tmp_path / "png",
+                                 maps_path=maps_path, progress=False)
     expected = cam.explain(x, y)
     assert isinstance(summary, DatasetExplanation)
     assert summary.count == N
@@ -116,8 +116,8 @@ def test_memmap_count_for_unknown_cardinality(cam, data, tmp_path):
     x, _ = data
     ds = tf.data.Dataset.from_tensor_slices(x).filter(lambda image: True)
     with pytest.raises(ValueError, match="count="):
-        explain_dataset(cam, ds, maps_path=tmp_path / "m.npy", progress=False)
-    summary = explain_dataset(cam, ds, maps_path=tmp_path / "m.npy", count=N, progress=False)
+        write_explanations(cam, ds, maps_path=tmp_path / "m.npy", progress=False)
+    summary = write_explanations(cam, ds, maps_path=tmp_path / "m.npy", count=N, progress=False)
     np.testing.assert_allclose(summary.maps, cam(x), atol=1e-6)
 
 
@@ -174,7 +174,7 @@ def test_errors(cam, data, tmp_path):
         explain_dataset(cam, images, strategy="mirrored")
     with pytest.raises(InvalidInputError, match="no input looks like images"):
         flat = tf.data.Dataset.from_tensor_slices(np.zeros((4, 16, 16, 5), np.float32))
-        explain_dataset(kgc.GradCAM(small_cnn_channels(5)), flat, out_dir=tmp_path)
+        write_explanations(kgc.GradCAM(small_cnn_channels(5)), flat, out_dir=tmp_path)
     with pytest.raises(ValueError, match="tuple of 4 parts"):
         explain_dataset(cam, tf.data.Dataset.from_tensor_slices((x, y, y, y)))
     bad_labels = tf.data.Dataset.from_tensor_slices((x, y + 3))
@@ -210,7 +210,7 @@ _MIRRORED = textwrap.dedent(
     sys.path.insert(0, sys.argv[1])
     from conftest import small_cnn
     import keras_gradcam as kgc
-    from keras_gradcam.streaming import explain_dataset
+    from keras_gradcam.writing import explain_dataset, write_explanations
 
     keras.utils.set_random_seed(0)
     model = small_cnn()
@@ -229,14 +229,14 @@ _MIRRORED = textwrap.dedent(
             "sizes": [len(e.heatmaps) for e in multi],
             **{key: float(np.abs(np.concatenate([getattr(e, key) for e in single])
                                  - np.concatenate([getattr(e, key) for e in multi])).max())
-               for key in ("heatmaps", "scores", "logits")},
+               for key in ("heatmaps", "scores", "class_scores")},
             "targets": bool((np.concatenate([e.targets for e in single])
                              == np.concatenate([e.targets for e in multi])).all()),
         }
     with strategy.scope():  # the active strategy is picked up without strategy=
-        summary = explain_dataset(cam, pairs, targets="label", progress=False,
-                                  maps_path=os.path.join(sys.argv[2], "maps.npy"),
-                                  out_dir=os.path.join(sys.argv[2], "png"))
+        summary = write_explanations(cam, pairs, targets="label", progress=False,
+                                     maps_path=os.path.join(sys.argv[2], "maps.npy"),
+                                     out_dir=os.path.join(sys.argv[2], "png"))
     report["scope_maps"] = float(np.abs(np.asarray(summary.maps) - cam(x, y)).max())
     report["scope_indices"] = summary.indices.tolist()
     report["pngs"] = len(os.listdir(os.path.join(sys.argv[2], "png")))
@@ -261,7 +261,7 @@ def test_mirrored_strategy_equals_single_device(tmp_path):
     for name in ("top1", "label"):
         assert report[name]["sizes"] == [8, 8, 1]  # 4 per replica and step, in order
         assert report[name]["targets"]
-        for key in ("heatmaps", "scores", "logits"):
+        for key in ("heatmaps", "scores", "class_scores"):
             assert report[name][key] < 1e-5, (name, key, report[name][key])
     assert report["scope_maps"] < 1e-5
     assert report["scope_indices"] == list(range(n))

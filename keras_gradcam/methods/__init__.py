@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from keras_gradcam.methods.base import BaseCAM, Explanation
+from keras_gradcam.explanation import Explanation
+from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.cam import CAM
 from keras_gradcam.methods.eigen_cam import EigenCAM, EigenGradCAM
 from keras_gradcam.methods.grad_cam import GradCAM

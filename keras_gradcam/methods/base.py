@@ -4,11 +4,14 @@ It owns the user's model (shared, never changed), the compiled step and the post
 A method overrides one hook: `channel_weights(A, dA)` (Grad-CAM family),
 `weighted_activations(A, dA)` (element-wise variants), `compute_maps(A, dA)` or, when it
 needs the classes or more forward passes, `layer_maps(run)` (CAM, Score-CAM).
+
+Its public step interface is what every client (`explain`, `explain_dataset` on one device or
+under a strategy, the callback, the benchmark) uses: `prepare_inputs`, `class_ids`, the
+compiled `step` and `collect`, which turns step outputs into an `Explanation`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -16,48 +19,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradcam.errors import InvalidInputError, KerasGradCAMError, ModelNotSupportedError
-from keras_gradcam.inputs import check_batch_size, prepare_inputs
-from keras_gradcam.layers import LayerPath, resolve_layer
-from keras_gradcam.maps import normalize_maps, resize_maps, spatial_mean
-from keras_gradcam.methods.smoothing import Augmentation, first_component, per_channel
-from keras_gradcam.model import ScoreModel, head_activation, unchanged
-from keras_gradcam.targets import (
-    TOP1,
-    Targets,
-    call_target,
-    class_ids,
-    class_scores,
-    select_scores,
+from keras_gradcam.explanation import HEATMAP, Explanation
+from keras_gradcam.inputs import check_batch_size, check_bool, prepare_inputs, spatial_size
+from keras_gradcam.layers import LayerPath, map_rank, resolve_layer
+from keras_gradcam.methods.compiled import (
+    collect_outputs,
+    compile_step,
+    padded_rows,
+    step_outputs,
 )
+from keras_gradcam.methods.forward import Pass, ScoreRule, run_forward
+from keras_gradcam.methods.maths import CamMaths
+from keras_gradcam.model import ScoreModel, head_activation
+from keras_gradcam.targets import TOP1, Targets, class_ids
 
-
-@dataclasses.dataclass
-class Explanation:
-    """What one explain call returns.
-
-    Attributes:
-        heatmaps: float32 `(batch, *spatial)`, in [0, 1] when normalised.
-        targets: int32 `(batch,)`, the class explained per sample (-1 for callable targets).
-        scores: float32 `(batch,)`, the differentiated score (pre-softmax unless
-            `score="probability"`).
-        logits: float32 `(batch, classes)`, the explained output's scores for every class
-            (summed over positions for dense outputs; a single sigmoid unit gives two classes,
-            `[-z, z]`).
-        probabilities: float32 `(batch, classes)`: the model's own softmax/sigmoid of
-            `logits` (softmax for a linear multi-class head, sigmoid for a single unit).
-    """
-
-    heatmaps: np.ndarray
-    targets: np.ndarray
-    scores: np.ndarray
-    logits: np.ndarray
-    probabilities: np.ndarray
-
-    @property
-    def predicted(self) -> np.ndarray:
-        """The top-1 class per sample, int32 `(batch,)`."""
-        return self.logits.argmax(axis=-1).astype(np.int32)
+Step = Callable[[Any, tf.Tensor], dict]  # (inputs, ids) -> step outputs
 
 
 def default_jit_compile() -> bool:
@@ -65,34 +41,7 @@ def default_jit_compile() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
-@dataclasses.dataclass
-class Pass:
-    """One run of the model over a batch for one target layer, as `layer_maps` sees it.
-
-    Lives inside the compiled step: every field is a symbolic tensor (or the callable/model).
-
-    Attributes:
-        inputs: The model inputs of this run (augmented ones with `aug_smooth=True`).
-        activations: float32 `(batch, *spatial, channels)`, the layer's feature maps `A`.
-        gradients: float32, same shape, `d score / dA`; `None` for methods without gradients.
-        scores: float32 `(batch,)`, the explained score per sample.
-        ids: int32 `(batch,)`, the explained class per sample (top-1 resolved).
-        logits: float32 `(batch, classes)`.
-        target_fn: The user's target callable, or `None`.
-        score_model: The `ScoreModel` that ran, to run it again (Score-CAM).
-    """
-
-    inputs: Any
-    activations: tf.Tensor
-    gradients: tf.Tensor | None
-    scores: tf.Tensor
-    ids: tf.Tensor
-    logits: tf.Tensor
-    target_fn: Callable | None
-    score_model: ScoreModel
-
-
-class BaseCAM:
+class BaseCAM(CamMaths):
     """Base of every CAM method: builds once, explains whole batches in one compiled call.
 
     Args:
@@ -116,7 +65,8 @@ class BaseCAM:
             noise. Defaults to `False`.
     """
 
-    uses_gradients: ClassVar[bool] = True
+    uses_gradients: ClassVar[bool] = True  # the core takes d score / dA at the layer
+    result_kind: ClassVar[str] = HEATMAP  # what `Explanation.heatmaps` holds ("image": guided)
     name: ClassVar[str] = "base"
 
     def __init__(
@@ -140,27 +90,29 @@ class BaseCAM:
                 f"`score` must be 'logits' or 'probability'. Received: score={score!r}."
             )
         check_batch_size(batch_size)
+        jit_compile = check_bool(jit_compile, "jit_compile")
         layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
         if not layers:
             raise ValueError("`layer` is an empty list. Pass None, one layer or several layers.")
         self.model = model
-        self.paths: list[LayerPath] = [resolve_layer(model, item) for item in layers]
+        self.output_index = _output_index(model, output)
+        self.paths: list[LayerPath] = [
+            resolve_layer(model, item, output=self.output_index) for item in layers
+        ]
         self.path: LayerPath = self.paths[0]
         self.score = score
-        self.output_index = _output_index(model, output)
-        self.jit_compile = default_jit_compile() if jit_compile is None else bool(jit_compile)
-        self.batch_size = batch_size
-        self.aug_smooth = bool(aug_smooth)
-        self.eigen_smooth = bool(eigen_smooth)
+        self.jit_compile = default_jit_compile() if jit_compile is None else jit_compile
+        self.batch_size = int(batch_size)
+        self.aug_smooth = bool(check_bool(aug_smooth, "aug_smooth"))
+        self.eigen_smooth = bool(check_bool(eigen_smooth, "eigen_smooth"))
         self.trace_count = 0
-        self._score_models = [
+        self.score_models = [
             ScoreModel(model, path, pre_activation=score == "logits") for path in self.paths
         ]
-        self._score_model = self._score_models[0]
-        self._steps: dict[Any, tf.types.experimental.GenericFunction] = {}
+        head = head_activation(model, self.output_index)
+        self.score_rule = ScoreRule(self.output_index, score, head)
+        self._steps: dict[Any, Step] = {}
         self._num_classes: int | None = _num_classes(model, self.output_index)
-        self._head_activation = head_activation(model, self.output_index)
-        self._single_unit = False  # set while tracing: the explained output has one unit
 
     @property
     def layer(self) -> keras.layers.Layer:
@@ -172,31 +124,10 @@ class BaseCAM:
         """Every resolved layer, in the order given."""
         return [path[-1] for path in self.paths]
 
-    # ---- hooks -------------------------------------------------------------------------------
-
-    def channel_weights(self, activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
-        """Weights `(batch, channels)` of the feature maps. Grad-CAM: spatial mean of dA."""
-        return spatial_mean(gradients)
-
-    def weighted_activations(self, activations: tf.Tensor, gradients: tf.Tensor) -> tf.Tensor:
-        """Per-channel terms `(batch, *spatial, channels)` whose sum over channels is the map.
-
-        Defaults to `w_k A_k` with `w = channel_weights(A, dA)`.
-        """
-        return activations * per_channel(self.channel_weights(activations, gradients), activations)
-
-    def compute_maps(self, activations: tf.Tensor, gradients: tf.Tensor | None) -> tf.Tensor:
-        """Maps `(batch, *spatial)` before the ReLU: the sum over channels of
-        `weighted_activations(A, dA)`, or its first principal component with `eigen_smooth`."""
-        weighted = self.weighted_activations(activations, gradients)
-        if self.eigen_smooth:
-            return first_component(weighted)
-        return tf.reduce_sum(weighted, axis=-1)
-
-    def layer_maps(self, run: Pass) -> tf.Tensor:
-        """Maps `(batch, *spatial)` before the ReLU from one run. Methods that need more than
-        `(A, dA)` (the classes, or more forward passes) override this."""
-        return self.compute_maps(run.activations, run.gradients)
+    @property
+    def num_classes(self) -> int | None:
+        """Classes of the explained output (2 for a single unit), once known."""
+        return self._num_classes
 
     # ---- public API --------------------------------------------------------------------------
 
@@ -237,58 +168,86 @@ class BaseCAM:
         normalize: bool = True,
         batch_size: int | None = None,
     ) -> Explanation:
-        """Like `__call__`, but also returns the explained classes, scores and logits."""
-        inputs, n = self._prepare_inputs(images)
+        """Like `__call__`, but returns an `Explanation`: the maps with the explained
+        classes, scores, class scores and probabilities."""
+        inputs, n = self.prepare_inputs(images)
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         target_fn = targets if callable(targets) else None
-        step = self._step(inputs, target_fn, bool(resize), bool(normalize))
-        ids = np.full((n,), TOP1, np.int32) if target_fn else class_ids(
-            targets, n, self._num_classes
-        )
-        parts, finite = [], []
+        step = self.step(inputs, target_fn, resize=resize, normalize=normalize)
+        ids = self.class_ids(targets, n)
+        outputs = []
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
-            rows = self._padded_rows(start, stop, batch_size)
+            rows = padded_rows(start, stop, batch_size, self.jit_compile)
             if len(rows) == n:  # the whole input in one call: no slicing (eager ops cost ~1 ms)
                 chunk = inputs
             elif len(rows) == stop - start:
                 chunk = keras.tree.map_structure(lambda x, a=start, b=stop: x[a:b], inputs)
             else:
                 chunk = keras.tree.map_structure(lambda x, rows=rows: tf.gather(x, rows), inputs)
-            out = step(chunk, ids[rows])
-            finite.append(out.pop("finite"))
-            parts.append((stop - start, out))
+            outputs.append((step(chunk, ids[rows]), stop - start))
         # Results come to the host after the loop, so chunks queue up back to back.
-        if not all(bool(flag) for flag in finite):
-            raise InvalidInputError(
-                "`images` contain NaN or infinite values; Grad-CAM of such inputs is "
-                "meaningless. Clean or re-normalise the images first."
-            )
-        parts = [{k: v.numpy()[:count] for k, v in out.items()} for count, out in parts]
-        result = parts[0] if len(parts) == 1 else {
-            k: np.concatenate([p[k] for p in parts]) for k in parts[0]
-        }
-        if target_fn:
-            result["targets"] = np.full((n,), -1, np.int32)
-        return Explanation(**result)
-
-    def _padded_rows(self, start: int, stop: int, batch_size: int) -> np.ndarray:
-        """Row indices of one chunk. Under XLA, padded (repeating the last row) to a power of
-        two, at most `batch_size`, so XLA compiles a handful of shapes instead of one per batch
-        size; maps are per sample, so padding never changes them."""
-        rows = np.arange(start, stop)
-        if self.jit_compile:
-            size = min(batch_size, 1 << (len(rows) - 1).bit_length())
-            rows = np.concatenate([rows, np.full(max(size - len(rows), 0), stop - 1)])
-        return rows
+        return Explanation.concatenate(
+            [self.collect(out, target_fn, count) for out, count in outputs]
+        )
 
     def explain_dataset(self, dataset, **kwargs):
         """Explain a `tf.data.Dataset` batch by batch; see `keras_gradcam.explain_dataset`."""
-        from keras_gradcam.streaming import explain_dataset
+        from keras_gradcam.writing import explain_dataset
 
         return explain_dataset(self, dataset, **kwargs)
 
-    # ---- the compiled step -------------------------------------------------------------------
+    # ---- the step interface ------------------------------------------------------------------
+
+    def prepare_inputs(self, images: Any) -> tuple[Any, int]:
+        """Check `images` against the model's inputs; returns `(inputs as tensors, samples)`.
+
+        Raises:
+            InvalidInputError: see `keras_gradcam.inputs.prepare_inputs`.
+        """
+        return prepare_inputs(self.model, images)
+
+    def class_ids(self, targets: Targets, samples: int) -> np.ndarray:
+        """int32 `(samples,)` class ids for `targets` (`TOP1` for top-1 and for callables).
+
+        Raises:
+            InvalidTargetError: wrong length, type or class range.
+        """
+        if callable(targets):
+            return np.full((samples,), TOP1, np.int32)
+        return class_ids(targets, samples, self._num_classes)
+
+    def step(self, inputs: Any, target_fn: Callable | None = None, *, resize: bool = True,
+             normalize: bool = True) -> Step:
+        """The compiled step for inputs like `inputs` (any batch size): traced once per
+        input signature, target callable and option, then reused.
+
+        Returns:
+            A function `(inputs, ids) -> dict` of tensors; pass each result to `collect`.
+
+        Raises:
+            InvalidInputError: the model cannot run on such inputs.
+        """
+        signature = keras.tree.map_structure(
+            lambda x: tf.TensorSpec((None, *x.shape[1:]), x.dtype), inputs
+        )
+        key = (repr(signature), target_fn, bool(resize), bool(normalize))
+        if key not in self._steps:
+            self._steps[key] = self._compile(signature, inputs, target_fn, resize, normalize)
+        return self._steps[key]
+
+    def collect(self, outputs: dict, target_fn: Callable | None = None,
+                count: int | None = None) -> Explanation:
+        """Check one step's outputs and turn its first `count` rows into an `Explanation`.
+
+        Raises:
+            InvalidInputError: the inputs held NaN or infinite values.
+            InvalidTargetError: the explained scores are not finite, or a target callable
+                did not return one score per sample.
+        """
+        return collect_outputs(outputs, target_fn, count, self.score, self.result_kind)
+
+    # ---- inside the step ---------------------------------------------------------------------
 
     def forward(self, inputs, ids, target_fn, score_model=None, groups: int = 1) -> Pass:
         """Run the model (and the backward pass if the method uses gradients) for one layer.
@@ -297,130 +256,30 @@ class BaseCAM:
             groups: The batch holds `groups` views of the same samples one after the other
                 (`aug_smooth`); top-1 classes are taken from the first view.
         """
-        score_model = self._score_model if score_model is None else score_model
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
+        return run_forward(score_model or self.score_models[0], self.score_rule, inputs, ids,
+                           target_fn, self.uses_gradients, groups)
 
-            def watch(tensor):
-                tape.watch(tensor)
-                return tensor
+    def input_size(self, inputs) -> tuple[int, ...]:
+        """The spatial size of the image input that maps are resized to.
 
-            activations, outputs = score_model(inputs, watch if self.uses_gradients else unchanged)
-            scores, ids, logits = self._scores(outputs, ids, target_fn, groups)
-        gradients = None
-        if self.uses_gradients:
-            gradients = tape.gradient(scores, activations)
-            if gradients is None:
-                raise ModelNotSupportedError(
-                    f"The explained score does not depend on layer {self.layer.name!r}; pick a "
-                    "layer on the path to the explained output (see `output=`)."
-                )
-            gradients = tf.cast(gradients, tf.float32)
-        activations = tf.cast(activations, tf.float32)
-        return Pass(inputs, activations, gradients, scores, ids, logits, target_fn, score_model)
-
-    def raw_maps(self, inputs, ids, target_fn) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Run the model for the first layer; return maps before the ReLU.
-
-        Returns:
-            `(maps, scores, ids, logits)`.
+        Raises:
+            InvalidInputError: no input has as many spatial axes as the layer's maps.
         """
-        run = self.forward(inputs, ids, target_fn)
-        return self.layer_maps(run), run.scores, run.ids, run.logits
+        return spatial_size(inputs, map_rank(self.layer))
 
-    def compute(self, inputs, ids, target_fn, size, normalize: bool):
-        """The body of the compiled step: `(heatmaps, scores, ids, logits)` of one batch.
+    def _compile(self, signature, inputs, target_fn, resize: bool, normalize: bool) -> Step:
+        size = self.input_size(inputs) if resize else None
 
-        Every layer's map is computed (on the augmented views with `aug_smooth`), ReLU'd,
-        resized to `size` (`None`: the largest map's size), the views are de-augmented and
-        averaged, the layers averaged, then the result normalised if asked.
-        """
-        augment = Augmentation(inputs) if self.aug_smooth else None
-        views = augment.inputs if augment else inputs
-        groups = augment.groups if augment else 1
-        first, maps = None, []
-        for score_model in self._score_models:
-            run = self.forward(views, tf.tile(ids, [groups]), target_fn, score_model, groups)
-            first = run if first is None else first
-            maps.append(tf.nn.relu(self.layer_maps(run)))
-        if size is None:
-            size = max((tuple(m.shape[1:]) for m in maps), key=lambda s: int(np.prod(s)))
-        maps = [resize_maps(m, size) for m in maps]
-        if augment:
-            maps = [augment.undo(m) for m in maps]
-        if len(maps) > 1:
-            maps = [tf.reduce_mean(tf.stack([normalize_maps(m) for m in maps]), axis=0)]
-        heatmaps = normalize_maps(maps[0]) if normalize else maps[0]
-        n = tf.shape(ids)[0]
-        return heatmaps, first.scores[:n], first.ids[:n], first.logits[:n]
-
-    def _scores(self, outputs, ids, target_fn, groups: int = 1):
-        explained = outputs[self.output_index]
-        self._single_unit = explained.shape.rank == 1 or explained.shape[-1] == 1  # trace time
-        logits = class_scores(explained, self.score == "probability")
-        if groups > 1:  # every view explains the top-1 class of the original sample
-            top1 = tf.argmax(logits[: tf.shape(logits)[0] // groups], -1, output_type=tf.int32)
-            ids = tf.where(ids < 0, tf.tile(top1, [groups]), ids)
-        scores, ids = select_scores(logits, ids)
-        if target_fn is not None:
-            scores = call_target(target_fn, outputs)
-        return scores, ids, logits
-
-    def _probabilities(self, logits: tf.Tensor) -> tf.Tensor:
-        """The explained output's probabilities from the per-class scores."""
-        if self.score == "probability":
-            return logits
-        if self._head_activation == "sigmoid" or self._single_unit:
-            return tf.sigmoid(logits)
-        return tf.nn.softmax(logits, axis=-1)
-
-    def _step(self, inputs, target_fn, resize: bool, normalize: bool):
-        signature = keras.tree.map_structure(
-            lambda x: tf.TensorSpec((None, *x.shape[1:]), x.dtype), inputs
-        )
-        key = (repr(signature), target_fn, resize, normalize)
-        if key in self._steps:
-            return self._steps[key]
-        size = _spatial_size(inputs, self.layer, resize)
-
-        def step(inputs, ids):
+        def body(inputs, ids):
             self.trace_count += 1
-            finite = tf.reduce_all(
-                [tf.reduce_all(tf.math.is_finite(x)) for x in keras.tree.flatten(inputs)
-                 if x.dtype.is_floating] or [tf.constant(True)]
-            )
-            maps, scores, ids, logits = self.compute(inputs, ids, target_fn, size, normalize)
-            return {"heatmaps": maps, "targets": ids, "scores": scores, "logits": logits,
-                    "probabilities": self._probabilities(logits), "finite": finite}
+            maps, run = self.compute(inputs, ids, target_fn, size, bool(normalize))
+            return step_outputs(inputs, ids, maps, run)
 
-        function = tf.function(
-            step,
-            input_signature=(signature, tf.TensorSpec((None,), tf.int32)),
-            jit_compile=self.jit_compile,
-            autograph=False,  # plain graph code; our own errors reach the user unwrapped
-        )
-        try:
-            concrete = function.get_concrete_function()
-        except KerasGradCAMError:
-            raise
-        except (ValueError, TypeError, tf.errors.InvalidArgumentError) as error:
-            shapes = keras.tree.map_structure(lambda x: tuple(x.shape), inputs)
-            raise InvalidInputError(
-                f"The model could not run on inputs of shape {shapes}: "
-                f"{str(error).strip().splitlines()[0]} Check that the inputs match the model's "
-                "input shape and dtype."
-            ) from error
-        logits_shape = concrete.structured_outputs["logits"].shape
-        if self._num_classes is None and logits_shape[-1] is not None:
-            self._num_classes = int(logits_shape[-1])
-        # The concrete function: calling it skips tf.function's per-call signature matching.
-        self._steps[key] = concrete
+        concrete = compile_step(body, signature, self.jit_compile, inputs)
+        classes = concrete.structured_outputs["class_scores"].shape[-1]
+        if self._num_classes is None and classes is not None:
+            self._num_classes = int(classes)
         return concrete
-
-    # ---- inputs ------------------------------------------------------------------------------
-
-    def _prepare_inputs(self, images) -> tuple[Any, int]:
-        return prepare_inputs(self.model, images)
-
 
 
 def _output_index(model, output) -> int:
@@ -452,30 +311,6 @@ def _num_classes(model, index: int) -> int | None:
         return 2  # a single unit: class 1 is the unit, class 0 its complement
     return int(shape[-1]) if shape[-1] is not None else None
 
-
-
-def _spatial_size(inputs, layer, resize: bool) -> tuple[int, ...] | None:
-    """The input's spatial size that maps are resized to (None: keep the layer's resolution)."""
-    if not resize:
-        return None
-    rank = _map_rank(layer)
-    for x in keras.tree.flatten(inputs):
-        if x.shape.rank == rank + 2 and None not in x.shape[1:-1]:
-            return tuple(int(d) for d in x.shape[1:-1])
-    for x in keras.tree.flatten(inputs):  # e.g. grayscale images without a channel axis
-        if x.shape.rank == rank + 1 and None not in x.shape[1:]:
-            return tuple(int(d) for d in x.shape[1:])
-    raise InvalidInputError(
-        "`resize=True` needs an input with as many spatial axes as the layer's maps "
-        f"({rank}); none of the inputs has. Pass `resize=False`."
-    )
-
-
-def _map_rank(layer) -> int:
-    try:
-        return len(layer.output.shape) - 2
-    except (AttributeError, ValueError):
-        return len(layer.kernel_size)
 
 
 __all__ = ["BaseCAM", "Explanation", "Pass", "default_jit_compile"]

@@ -8,6 +8,7 @@ from keras_gradcam.errors import ModelNotSupportedError
 from keras_gradcam.maps import weighted_sum
 from keras_gradcam.methods.base import BaseCAM, Pass
 from keras_gradcam.methods.cam_head import find_dense_head
+from keras_gradcam.targets import unit_sign
 
 
 class CAM(BaseCAM):
@@ -34,7 +35,7 @@ class CAM(BaseCAM):
     def __init__(self, model, layer=None, **kwargs):
         super().__init__(model, layer, **kwargs)
         self.dense_layers = [find_dense_head(model, path) for path in self.paths]
-        self._kernels = {id(m): d for m, d in zip(self._score_models, self.dense_layers)}
+        self._kernels = {id(m): d for m, d in zip(self.score_models, self.dense_layers)}
 
     def explain(self, images, targets=None, **kwargs):
         if callable(targets):
@@ -58,7 +59,6 @@ class CAM(BaseCAM):
         class 0 its negative."""
         kernel = tf.cast(kernel, tf.float32)
         if kernel.shape[-1] == 1:
-            sign = tf.cast(2 * ids - 1, tf.float32)[:, None]
-            return sign * tf.transpose(kernel)
+            return unit_sign(ids)[:, None] * tf.transpose(kernel)
         return tf.transpose(tf.gather(kernel, ids, axis=1))
 

@@ -68,21 +68,24 @@ class GuidedScoreModel(ScoreModel):
         return op
 
 
-def guided_gradients(cam, model: GuidedScoreModel, inputs, ids, target_fn, image: int):
+def guided_gradients(rule, model: GuidedScoreModel, inputs, ids, target_fn, image: int):
     """Gradient of the score w.r.t. the image input through guided ReLUs.
 
+    Args:
+        rule: The explainer's `ScoreRule`.
+
     Returns:
-        `(gradients, scores, ids, logits)`, gradients float32 like the image input.
+        `(gradients, scores)`: gradients float32 like the image input, and the `Scores`.
     """
     leaves = keras.tree.flatten(inputs)
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(leaves[image])
         _, outputs = model(inputs, unchanged)
-        scores, ids, logits = cam._scores(outputs, ids, target_fn)
-    gradients = tape.gradient(scores, leaves[image])
+        scores = rule(outputs, ids, target_fn)
+    gradients = tape.gradient(scores.scores, leaves[image])
     if gradients is None:
         raise ModelNotSupportedError("The explained score does not depend on the image input.")
-    return tf.cast(gradients, tf.float32), scores, ids, logits
+    return tf.cast(gradients, tf.float32), scores
 
 
 def centred_scale(x: tf.Tensor) -> tf.Tensor:

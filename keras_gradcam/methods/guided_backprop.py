@@ -4,29 +4,39 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_gradcam.methods.base import BaseCAM, _map_rank, _spatial_size
+from keras_gradcam.explanation import IMAGE
+from keras_gradcam.inputs import require_image
+from keras_gradcam.layers import map_rank
+from keras_gradcam.methods.base import BaseCAM
+from keras_gradcam.methods.forward import Scores
 from keras_gradcam.methods.grad_cam import GradCAM
 from keras_gradcam.methods.guided import GuidedScoreModel, centred_scale, guided_gradients
-from keras_gradcam.methods.masking import image_index
 from keras_gradcam.methods.smoothing import Augmentation
 
 
 class _Guided:
-    """Mixin: the guided gradient of a batch (de-augmented with `aug_smooth`)."""
+    """Mixin: the guided gradient of a batch (de-augmented with `aug_smooth`).
+
+    The result is an image like the model input (`result_kind = "image"`), not a heatmap;
+    the layer's gradients are not taken (`uses_gradients = False`), the input's are.
+    """
+
+    result_kind = IMAGE
 
     def _build_guided(self):
         self._guided_model = GuidedScoreModel(self.model, self.path, self.score == "logits")
 
-    def guided(self, inputs, ids, target_fn):
+    def guided(self, inputs, ids, target_fn) -> tuple[tf.Tensor, Scores]:
         augment = Augmentation(inputs) if self.aug_smooth else None
         views, groups = (augment.inputs, augment.groups) if augment else (inputs, 1)
-        image = image_index(inputs, _map_rank(self.layer) + 2)
-        grads, scores, ids_, logits = guided_gradients(
-            self, self._guided_model, views, tf.tile(ids, [groups]), target_fn, image
+        image = require_image(inputs, map_rank(self.layer), "Guided backpropagation")
+        grads, scores = guided_gradients(
+            self.score_rule, self._guided_model, views, tf.tile(ids, [groups]), target_fn, image
         )
         n = tf.shape(ids)[0]
-        grads = augment.undo(grads) if augment else grads
-        return grads, scores[:n], ids_[:n], logits[:n]
+        first = Scores(scores.scores[:n], scores.ids[:n], scores.class_scores[:n],
+                       scores.probabilities[:n])
+        return (augment.undo(grads) if augment else grads), first
 
 
 class GuidedBackprop(_Guided, BaseCAM):
@@ -53,8 +63,8 @@ class GuidedBackprop(_Guided, BaseCAM):
         self._build_guided()
 
     def compute(self, inputs, ids, target_fn, size, normalize: bool):
-        grads, scores, ids, logits = self.guided(inputs, ids, target_fn)
-        return (centred_scale(grads) if normalize else grads), scores, ids, logits
+        grads, scores = self.guided(inputs, ids, target_fn)
+        return (centred_scale(grads) if normalize else grads), scores
 
 
 class GuidedGradCAM(_Guided, GradCAM):
@@ -74,9 +84,7 @@ class GuidedGradCAM(_Guided, GradCAM):
         self._build_guided()
 
     def compute(self, inputs, ids, target_fn, size, normalize: bool):
-        size = _spatial_size(inputs, self.layer, True)
-        heatmaps, scores, ids_, logits = super().compute(inputs, ids, target_fn, size, True)
-        grads = self.guided(inputs, ids_, target_fn)[0]
+        heatmaps, run = super().compute(inputs, ids, target_fn, self.input_size(inputs), True)
+        grads = self.guided(inputs, run.ids[: tf.shape(ids)[0]], target_fn)[0]
         product = grads * heatmaps[..., None]
-        return (centred_scale(product) if normalize else product), scores, ids_, logits
-
+        return (centred_scale(product) if normalize else product), run

@@ -5,20 +5,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_gradcam.errors import ModelNotSupportedError
+from keras_gradcam.inputs import require_image
 from keras_gradcam.maps import resize_maps
 from keras_gradcam.model import unchanged
-
-
-def image_index(inputs, rank: int) -> int:
-    """Index (in `keras.tree.flatten(inputs)`) of the first floating input of `rank`."""
-    for index, x in enumerate(keras.tree.flatten(inputs)):
-        if x.shape.rank == rank and x.dtype.is_floating and None not in x.shape[1:]:
-            return index
-    raise ModelNotSupportedError(
-        f"Score-CAM masks an image input with the layer's spatial rank ({rank - 2}) plus a "
-        "channel axis; the model has none."
-    )
 
 
 def channel_masks(activations: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
@@ -40,14 +29,15 @@ def channel_masks(activations: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
     return tf.math.divide_no_nan(x - low, high - low)
 
 
-def masked_scores(cam, run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
+def masked_scores(run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
     """The explained score of every (sample, mask) pair: `(batch, channels)`.
 
     The `batch * channels` masked inputs are built and run `chunk` at a time in a `tf.while_loop`
     (the last chunk is padded to keep shapes static), never all at once.
     """
     leaves = keras.tree.flatten(run.inputs)
-    index = image_index(run.inputs, masks.shape.rank)
+    index = require_image(run.inputs, masks.shape.rank - 2, "Score-CAM")
+    channel_axis = leaves[index].shape.rank == masks.shape.rank
     channels = masks.shape[1]
     total = tf.shape(masks)[0] * channels
     steps = (total + chunk - 1) // chunk
@@ -55,12 +45,13 @@ def masked_scores(cam, run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
     def body(i, scores):
         pair = tf.minimum(i * chunk + tf.range(chunk), total - 1)
         sample, channel = pair // channels, pair % channels
-        mask = tf.gather_nd(masks, tf.stack([sample, channel], axis=1))[..., None]
+        mask = tf.gather_nd(masks, tf.stack([sample, channel], axis=1))
+        mask = mask[..., None] if channel_axis else mask
         chunk_leaves = [tf.gather(x, sample) for x in leaves]
         chunk_leaves[index] = chunk_leaves[index] * tf.cast(mask, leaves[index].dtype)
         inputs = keras.tree.pack_sequence_as(run.inputs, chunk_leaves)
         _, outputs = run.score_model(inputs, unchanged)
-        value, _, _ = cam._scores(outputs, tf.gather(run.ids, sample), run.target_fn)
+        value = run.rule(outputs, tf.gather(run.ids, sample), run.target_fn).scores
         return i + 1, scores.write(i, value)
 
     array = tf.TensorArray(tf.float32, size=steps, element_shape=(chunk,))

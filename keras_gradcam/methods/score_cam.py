@@ -5,9 +5,10 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_gradcam.inputs import require_image
 from keras_gradcam.maps import weighted_sum
 from keras_gradcam.methods.base import BaseCAM, Pass
-from keras_gradcam.methods.masking import channel_masks, image_index, masked_scores
+from keras_gradcam.methods.masking import channel_masks, masked_scores
 
 
 class ScoreCAM(BaseCAM):
@@ -53,9 +54,9 @@ class ScoreCAM(BaseCAM):
         if self.max_channels is not None:
             chosen = self.selected_channels(activations)
             activations = tf.gather(activations, chosen, axis=-1, batch_dims=1)
-        leaves = keras.tree.flatten(run.inputs)
-        size = tuple(leaves[image_index(run.inputs, activations.shape.rank)].shape[1:-1])
+        index = require_image(run.inputs, activations.shape.rank - 2, "Score-CAM")
+        size = tuple(keras.tree.flatten(run.inputs)[index].shape[1 : activations.shape.rank - 1])
         masks = channel_masks(activations, size)
-        weights = tf.nn.softmax(masked_scores(self, run, masks, self.batch_size), axis=-1)
+        weights = tf.nn.softmax(masked_scores(run, masks, self.batch_size), axis=-1)
         return weighted_sum(weights, activations)
 
