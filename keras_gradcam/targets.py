@@ -105,7 +105,7 @@ def label_ids(labels, num_classes: int | None, name: str = "labels",
             first = int(np.flatnonzero(~whole)[0])
             where = first if positions is None else positions[first]
             raise InvalidTargetError(
-                f"`{name}` must hold whole class numbers. Received {array[first]!r} at position "
+                f"`{name}` must hold whole class numbers. Received {array[first]:g} at position "
                 f"{where}. Round or fix the labels (class ids, or one-hot rows)."
             )
     _out_of_range(array, num_classes, f"`{name}` (classes outside the explained output's "
