@@ -17,10 +17,25 @@ _BETWEEN = _PASS_THROUGH + (keras.layers.Flatten, keras.layers.Activation, keras
                             keras.layers.LeakyReLU, keras.layers.ELU, keras.layers.Softmax)
 
 
+def _own_nodes(container) -> set[int] | None:
+    """The ids of the nodes of `container`'s own graph; None when it has none (subclassed).
+
+    A layer shared with another model (or a Sequential model rebuilt on loading) has outbound
+    nodes in other graphs too; only these belong to the explained model."""
+    graph = container._functional if isinstance(container, keras.Sequential) else container
+    by_depth = getattr(graph, "_nodes_by_depth", None)
+    if by_depth is None:
+        return None
+    return {id(node) for nodes in by_depth.values() for node in nodes}
+
+
 def _readers(container, layer) -> list:
-    """The layers of `container` that read `layer`'s output."""
-    members = {id(member) for member in container.layers}
+    """The layers of `container`'s graph that read `layer`'s output."""
     nodes = getattr(layer, "_outbound_nodes", [])
+    own = _own_nodes(container)
+    if own is not None:
+        return [node.operation for node in nodes if id(node) in own]
+    members = {id(member) for member in container.layers}
     return [node.operation for node in nodes if id(node.operation) in members]
 
 
@@ -46,7 +61,8 @@ def _walk_forward(model: keras.Model, path: LayerPath) -> list[tuple]:
 
 
 def following_layers(model: keras.Model, path: LayerPath) -> list:
-    """The chain of layers applied after `path[-1]`, leaving nested models through their output.
+    """The chain of layers applied after `path[-1]` in `model`'s own graph, leaving nested
+    models through their output.
 
     Raises:
         ModelNotSupportedError: the output branches (is read by two layers).
