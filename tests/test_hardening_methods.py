@@ -1,6 +1,8 @@
 """Issue 12, methods side: no silent wrong answer from CAM's head check, the subclassed-model
 replay under concurrent calls, and guided backpropagation on ReLU-like activations."""
 
+import threading
+
 import keras
 import numpy as np
 import pytest
@@ -76,3 +78,49 @@ def test_cam_accepts_a_sequential_model_loaded_from_a_keras_file(images, tmp_pat
     cam = kgc.CAM(model)(images, [0, 1, 2, 3], resize=False)
     grad = kgc.GradCAM(model)(images, [0, 1, 2, 3], resize=False)
     np.testing.assert_allclose(cam, grad, atol=1e-4)
+
+
+# ---- subclassed models: nothing the explainer does shows to other callers --------------------
+
+
+class SubclassedSoftmax(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = L.Conv2D(6, 3, padding="same", activation="relu")
+        self.pool = L.GlobalAveragePooling2D()
+        self.head = L.Dense(3, activation="softmax")
+
+    def call(self, x):
+        return self.head(self.pool(self.conv(x)))
+
+
+def test_subclassed_model_called_in_another_thread_while_explained_keeps_its_softmax(images):
+    model = SubclassedSoftmax()
+    model(images)
+    inputs = keras.Input((16, 16, 3))
+    twin = keras.Model(inputs, model.head(model.pool(model.conv(inputs))))
+    expected = kgc.GradCAM(twin).explain(images)
+    done, sums, failures = threading.Event(), [], []
+
+    def call_in_a_loop():
+        try:
+            while not done.is_set() or len(sums) < 100:
+                sums.append(keras.ops.convert_to_numpy(model(images)).sum(axis=-1))
+        except Exception as error:  # reported below, in the main thread
+            failures.append(error)
+
+    caller = threading.Thread(target=call_in_a_loop)
+    caller.start()
+    try:
+        for _ in range(4):
+            got = kgc.GradCAM(model).explain(images)
+            np.testing.assert_allclose(got.heatmaps, expected.heatmaps, atol=1e-5)
+            np.testing.assert_allclose(got.logits, expected.logits, atol=1e-5)
+    finally:
+        done.set()
+        caller.join()
+    assert not failures
+    assert len(sums) >= 100
+    np.testing.assert_allclose(np.concatenate(sums), 1.0, atol=1e-5)
+    assert "call" not in vars(model.conv) and "call" not in vars(model.head)
+    assert "activation" not in vars(model.head) or model.head.activation.__name__ == "softmax"
