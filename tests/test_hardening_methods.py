@@ -2,10 +2,12 @@
 replay under concurrent calls, and guided backpropagation on ReLU-like activations."""
 
 import threading
+import warnings
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_gradcam as kgc
 
@@ -124,3 +126,113 @@ def test_subclassed_model_called_in_another_thread_while_explained_keeps_its_sof
     np.testing.assert_allclose(np.concatenate(sums), 1.0, atol=1e-5)
     assert "call" not in vars(model.conv) and "call" not in vars(model.head)
     assert "activation" not in vars(model.head) or model.head.activation.__name__ == "softmax"
+
+
+# ---- guided backpropagation through every ReLU-like activation --------------------------------
+
+
+def relu_like(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """Keras' relu in numpy, and its local derivative (1 between threshold and max_value)."""
+    top = np.inf if max_value is None else max_value
+    y = np.where(x > threshold, np.minimum(x, top), negative_slope * (x - threshold))
+    slope = np.where(x > threshold, (x < top).astype(np.float32), negative_slope)
+    return y, slope
+
+
+ACTIVATIONS = {  # name: (layer to put after each conv or fused activation, numpy (f, f'))
+    "ReLU(6.0)": (lambda: L.ReLU(6.0), {"max_value": 6.0}),
+    "fused relu6": ("relu6", {"max_value": 6.0}),
+    "Activation(relu6)": (lambda: L.Activation("relu6"), {"max_value": 6.0}),
+    "LeakyReLU(0.1)": (lambda: L.LeakyReLU(0.1), {"negative_slope": 0.1}),
+    "fused leaky_relu": ("leaky_relu", {"negative_slope": 0.2}),
+    "ReLU(6, 0.1, 0.5)": (
+        lambda: L.ReLU(6.0, negative_slope=0.1, threshold=0.5),
+        {"max_value": 6.0, "negative_slope": 0.1, "threshold": 0.5},
+    ),
+    "ReLU()": (lambda: L.ReLU(), {}),
+}
+
+
+def two_activated_layers(activation):
+    """x -> conv 1x1 -> f -> conv 1x1 -> f -> flatten -> dense, f an activation (layer or fused)."""
+    inputs = keras.Input((2, 2, 2))
+    x = inputs
+    for i, width in enumerate((4, 3)):
+        fused = activation if isinstance(activation, str) else None
+        x = L.Conv2D(width, 1, activation=fused, name=f"c{i + 1}")(x)
+        x = x if fused else activation()(x)
+    return keras.Model(inputs, L.Dense(2, name="out")(L.Flatten()(x)))
+
+
+def guided_reference(model, x, target, **relu_args):
+    """The guided rule in numpy: R = 1[upstream > 0] * f'(z) * upstream at each activation."""
+    (w1, b1), (w2, b2) = model.get_layer("c1").get_weights(), model.get_layer("c2").get_weights()
+    w1, w2, w3 = w1[0, 0], w2[0, 0], model.get_layer("out").get_weights()[0]
+    z1 = x @ w1 + b1
+    a1, d1 = relu_like(z1, **relu_args)
+    z2 = a1 @ w2 + b2
+    d2 = relu_like(z2, **relu_args)[1]
+    up2 = w3[:, target].reshape(z2.shape[1:])[None]
+    up1 = (up2 * (up2 > 0) * d2) @ w2.T
+    return (up1 * (up1 > 0) * d1) @ w1.T, z1
+
+
+@pytest.mark.parametrize("name", list(ACTIVATIONS))
+def test_guided_backprop_guides_every_relu_like_activation(name):
+    activation, relu_args = ACTIVATIONS[name]
+    model = two_activated_layers(activation)
+    x = 4 * np.random.default_rng(3).normal(size=(8, 2, 2, 2)).astype(np.float32)
+    expected, z1 = guided_reference(model, x, 1, **relu_args)
+    if "max_value" in relu_args:
+        assert (z1 > 6).any() and (z1 < 6).any()  # the upper gate matters on these inputs
+    got = kgc.GuidedBackprop(model)(x, 1, normalize=False)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    plain = guided_reference(model, x, 1)[0]  # plain-ReLU gates: not the same gradient
+    if relu_args:
+        assert not np.allclose(got, plain, atol=1e-3)
+
+
+def test_relu6_guides_like_relu_below_six():
+    relu6 = two_activated_layers(lambda: L.ReLU(6.0))
+    relu = two_activated_layers(lambda: L.ReLU())
+    relu.set_weights(relu6.get_weights())
+    small = 0.5 * np.random.default_rng(4).normal(size=(6, 2, 2, 2)).astype(np.float32)
+    assert (small @ relu6.get_layer("c1").get_weights()[0][0, 0] < 6).all()
+    np.testing.assert_allclose(
+        kgc.GuidedBackprop(relu6)(small, 0, normalize=False),
+        kgc.GuidedBackprop(relu)(small, 0, normalize=False),
+        atol=1e-6,
+    )
+
+
+def mobilenet_like():
+    """conv -> BN -> ReLU(6) -> depthwise -> ReLU(6) -> GAP -> dense, as in MobileNetV2."""
+    inputs = keras.Input((16, 16, 3))
+    x = L.ReLU(6.0)(L.BatchNormalization()(L.Conv2D(8, 3, padding="same")(inputs)))
+    x = L.ReLU(6.0, name="last")(L.DepthwiseConv2D(3, padding="same")(x))
+    return keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(x)))
+
+
+def test_guided_gradcam_on_relu6_model_is_guided(images):
+    model = mobilenet_like()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        guided = kgc.GuidedBackprop(model)(images, 1, normalize=False)
+        product = kgc.GuidedGradCAM(model)(images, 1, normalize=False)
+    grad = kgc.GradCAM(model)(images, 1)
+    np.testing.assert_allclose(product, guided * grad[..., None], atol=1e-5)
+    image = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(image)
+        score = model(image)[:, 1]
+    plain = tape.gradient(score, image).numpy()
+    assert not np.allclose(guided, plain, atol=1e-4)
+
+
+@pytest.mark.parametrize("method", [kgc.GuidedBackprop, kgc.GuidedGradCAM])
+def test_guided_methods_warn_on_a_model_without_relu_like_activations(method, images):
+    inputs = keras.Input((16, 16, 3))
+    x = L.Conv2D(4, 3, padding="same", activation="tanh", name="conv")(inputs)
+    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(x)), name="tanh_net")
+    with pytest.warns(UserWarning, match="'tanh_net'.*no ReLU"):
+        method(model)
