@@ -3,12 +3,15 @@
 The user's layers and weights are shared, never copied or changed. Functional models (and built
 Sequential ones) are replayed node by node through their own graph, which reaches layers inside
 nested backbones without the "Graph disconnected" error of `keras.Model(model.inputs, [...])`.
-Subclassed models have no graph: the target layer's output is captured while the model runs.
+Subclassed models have no graph: the target layer's output is captured while the model runs,
+through a per-thread hook that other threads calling the model at the same time do not see.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -41,7 +44,9 @@ def twin_with_activation(layer, activation):
     The user's layer is not touched. (`copy.copy` would go through Keras' pickling, a save.)
     """
     twin = object.__new__(type(layer))
-    object.__setattr__(twin, "__dict__", dict(vars(layer)))
+    state = {k: v for k, v in vars(layer).items()  # not a `_routed` call of a trace elsewhere
+             if not (k == "call" and getattr(v, "keras_gradcam_route", False))}
+    object.__setattr__(twin, "__dict__", state)
     object.__setattr__(twin, "activation", activation)
     return twin
 
@@ -160,49 +165,69 @@ class ScoreModel:
 
     def _run_subclassed(self, model, inputs, path, capture, strip):
         with contextlib.ExitStack() as stack:
-            if path:
-                stack.enter_context(_capturing(path[-1], capture))
-            if strip and model.layers and _activation_name(model.layers[-1]):
-                stack.enter_context(_without_activation(model.layers[-1]))
+            last = model.layers[-1] if model.layers else None
+            if strip and last is not None and _activation_name(last):
+                linear = _linear_call(last)
+                stack.enter_context(_routed(last, lambda call, *a, **k: linear(*a, **k)))
+            if path:  # entered last, so it wraps the stripped call: the maps are pre-activation
+                stack.enter_context(
+                    _routed(path[-1], lambda call, *a, **k: capture(call(*a, **k)))
+                )
             return model(inputs, training=False)
 
 
-@contextlib.contextmanager
-def _capturing(layer, capture: Capture):
-    """While tracing a subclassed model, route `layer`'s output through `capture`.
+def _linear_call(layer):
+    """`layer.call` without its final softmax/sigmoid, run on a twin sharing the weights."""
+    twin = _linear_twin(layer)
+    return functools.partial(type(layer).call, twin) if isinstance(twin, type(layer)) else twin
 
-    Subclassed models have no graph to cut, so this is the one place where the layer is touched:
-    an instance attribute shadows `call` for the duration of the trace and is removed after.
+
+_routes = threading.local()  # per thread: {id(layer): [hook, ...]}, the last entered outermost
+_installed: dict[int, int] = {}  # id(layer) -> number of open `_routed` contexts, all threads
+_install_lock = threading.Lock()
+
+
+def _thread_routes() -> dict:
+    if not hasattr(_routes, "hooks"):
+        _routes.hooks = {}
+    return _routes.hooks
+
+
+@contextlib.contextmanager
+def _routed(layer, hook):
+    """While tracing a subclassed model in this thread, run `hook(call, *args, **kwargs)` in place
+    of `layer.call(*args, **kwargs)`, `call` being the layer's own.
+
+    Subclassed models have no graph to cut, so this is the one place where a layer is touched:
+    while any thread traces through it, an instance attribute shadows `call` and is removed
+    after. That attribute looks its hooks up in a `threading.local`, so only the tracing thread
+    sees them: another thread calling the model meanwhile runs the layer's own `call` (and
+    activation) unchanged. Hooks entered later in a thread wrap those entered earlier.
     """
-    original = layer.call
+    key = id(layer)
+    hooks = _thread_routes().setdefault(key, [])
+    hooks.append(hook)
+    with _install_lock:
+        if key not in _installed:
+            own = layer.call
 
-    def call(*args, **kwargs):
-        return capture(original(*args, **kwargs))
+            def call(*args, **kwargs):
+                route = own
+                for routed in _thread_routes().get(key, ()):
+                    route = functools.partial(routed, route)
+                return route(*args, **kwargs)
 
-    object.__setattr__(layer, "call", call)
+            call.keras_gradcam_route = True
+            object.__setattr__(layer, "call", call)
+        _installed[key] = _installed.get(key, 0) + 1
     try:
         yield
     finally:
-        object.__delattr__(layer, "call")
-
-
-@contextlib.contextmanager
-def _without_activation(layer):
-    """While tracing a subclassed model, skip the last layer's softmax/sigmoid."""
-    if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)):
-        object.__setattr__(layer, "call", lambda x, *args, **kwargs: x)
-        try:
-            yield
-        finally:
-            object.__delattr__(layer, "call")
-        return
-    had_own = "activation" in vars(layer)
-    original = layer.activation
-    object.__setattr__(layer, "activation", keras.activations.linear)
-    try:
-        yield
-    finally:
-        if had_own:
-            object.__setattr__(layer, "activation", original)
-        else:
-            object.__delattr__(layer, "activation")
+        hooks.pop()
+        if not hooks:
+            del _thread_routes()[key]
+        with _install_lock:
+            _installed[key] -= 1
+            if not _installed[key]:
+                del _installed[key]
+                object.__delattr__(layer, "call")

@@ -334,7 +334,8 @@ def test_training_is_the_same_with_and_without_the_callback(tmp_path):
         return model.get_weights(), history.history["loss"]
 
     plain_weights, plain_loss = train([])
-    cb = kgc.GradCAMCallback(probes, tmp_path, probe_labels=labels, masks=masks, explain_classes="both")
+    cb = kgc.GradCAMCallback(probes, tmp_path, probe_labels=labels, masks=masks,
+                             explain_classes="both")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no failed epoch either
         weights, loss = train([cb])

@@ -25,8 +25,8 @@ class CAM(BaseCAM):
 
     Raises:
         ModelNotSupportedError: (at construction) the layer is not followed by global average
-            pooling and a dense layer producing the explained output; and, when called, for
-            callable targets (CAM explains classes).
+            pooling and a dense layer producing the explained output (`output=`); and, when
+            called, for callable targets (CAM explains classes).
     """
 
     name = "cam"
@@ -34,7 +34,9 @@ class CAM(BaseCAM):
 
     def __init__(self, model, layer=None, **kwargs):
         super().__init__(model, layer, **kwargs)
-        self.dense_layers = [find_dense_head(model, path) for path in self.paths]
+        self.dense_layers = [
+            find_dense_head(model, path, self.output_index) for path in self.paths
+        ]
         self._kernels = {id(m): d for m, d in zip(self.score_models, self.dense_layers)}
 
     def explain(self, images, targets=None, **kwargs):

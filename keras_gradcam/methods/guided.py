@@ -1,6 +1,32 @@
-"""The guided-backpropagation rewiring: a replay of the user's graph with guided ReLUs."""
+"""The guided-backpropagation rewiring: a replay of the user's graph with guided ReLUs.
+
+Guided backpropagation (Springenberg et al., 2015) changes the backward pass of each ReLU-like
+activation `y = f(x)` only: the gradient passes where the forward local derivative is non-zero
+and the upstream gradient is positive,
+
+    R^(l) = 1[R^(l+1) > 0] * f'(x) * R^(l+1)
+
+which for each activation Keras offers reads:
+
+- ReLU (`"relu"`, `keras.layers.ReLU()`): `1[x > 0]`, the classic `1[x > 0] 1[R > 0] R`;
+- ReLU6 (`"relu6"`, `keras.layers.ReLU(6.0)`, as in MobileNetV2): `1[0 < x < 6]`; above 6
+  the output is constant, so nothing passes;
+- leaky ReLU (`"leaky_relu"`, slope 0.2; `keras.layers.LeakyReLU(a)`, default 0.3):
+  `1` for `x > 0`, `a` for `x <= 0`;
+- `keras.layers.ReLU(max_value=m, negative_slope=a, threshold=t)`: `1` on `t < x < m`, `a`
+  for `x <= t`, `0` for `x >= m`.
+
+Fused activations run as twins of their layer sharing the weights; activation layers are
+replaced by the guided function. Other activations (tanh, sigmoid, GELU, swish, ...) keep their
+gradient. A model with no ReLU-like activation at all is warned about, not refused: the rule
+then gates nothing and the result is the plain input gradient, which is well defined, and
+refusing would take the guided methods away from swish or GELU models (EfficientNet,
+transformers) without offering anything better; the warning says what was computed.
+"""
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 import tensorflow as tf
@@ -9,34 +35,53 @@ from keras_gradcam.errors import ModelNotSupportedError
 from keras_gradcam.layers import is_container, is_functional, walk
 from keras_gradcam.model import ScoreModel, twin_with_activation, unchanged
 
-
-@tf.custom_gradient
-def guided_relu(x):
-    """ReLU whose gradient passes only positive gradients at positive inputs."""
-
-    def grad(upstream):
-        gate = tf.cast(upstream > 0, upstream.dtype) * tf.cast(x > 0, upstream.dtype)
-        return upstream * gate
-
-    return tf.nn.relu(x), grad
+# Fused activations by name: the arguments of `keras.activations.relu` they stand for.
+_FUSED = {"relu": {}, "relu6": {"max_value": 6.0}, "leaky_relu": {"negative_slope": 0.2}}
 
 
-def _is_relu(function) -> bool:
-    return getattr(function, "__name__", None) == "relu"
+def guided_relu_like(negative_slope=0.0, max_value=None, threshold=0.0):
+    """`keras.activations.relu` with these arguments, with the guided gradient
+    `1[upstream > 0] * f'(x) * upstream`, where `f'(x)` is 1 on `threshold < x < max_value`,
+    `negative_slope` for `x <= threshold` and 0 for `x >= max_value`."""
+
+    @tf.custom_gradient
+    def guided(x):
+        def grad(upstream):
+            inside = tf.cast(x > threshold, upstream.dtype)
+            slope = inside + negative_slope * (1 - inside)
+            if max_value is not None:
+                slope = slope * tf.cast(x < max_value, upstream.dtype)
+            return upstream * tf.cast(upstream > 0, upstream.dtype) * slope
+
+        relu_args = {"negative_slope": negative_slope, "max_value": max_value}
+        return keras.activations.relu(x, threshold=threshold, **relu_args), grad
+
+    return guided
 
 
-def _plain_relu_layer(layer) -> bool:
+guided_relu = guided_relu_like()
+"""ReLU whose gradient passes only positive gradients at positive inputs."""
+
+
+def relu_arguments(layer) -> dict | None:
+    """The `keras.activations.relu` arguments of a ReLU-like layer or of its fused activation
+    (`{}` for a plain ReLU); None when it has none."""
     if isinstance(layer, keras.layers.ReLU):
-        return not layer.max_value and not layer.negative_slope and not layer.threshold
-    return isinstance(layer, keras.layers.Activation) and _is_relu(layer.activation)
+        max_value = None if layer.max_value is None else float(layer.max_value)
+        return {"negative_slope": float(layer.negative_slope), "max_value": max_value,
+                "threshold": float(layer.threshold)}
+    if isinstance(layer, keras.layers.LeakyReLU):
+        return {"negative_slope": float(layer.negative_slope)}
+    name = getattr(getattr(layer, "activation", None), "__name__", None)
+    return dict(_FUSED[name]) if name in _FUSED else None
 
 
 class GuidedScoreModel(ScoreModel):
-    """`ScoreModel` whose replay runs every ReLU as `guided_relu`.
+    """`ScoreModel` whose replay runs every ReLU-like activation guided (see the module).
 
-    Layers with a fused `activation="relu"` run as shallow twins sharing their weights; ReLU
-    layers are replaced by the function; nested models are replayed too. The user's model and
-    its layers are not changed.
+    Layers with a fused ReLU-like `activation` run as shallow twins sharing their weights; ReLU,
+    LeakyReLU and Activation layers are replaced by the guided function; nested models are
+    replayed too. The user's model and its layers are not changed.
 
     Raises:
         ModelNotSupportedError: a subclassed model (or nested model) has no graph to rewire.
@@ -50,6 +95,15 @@ class GuidedScoreModel(ScoreModel):
                 f"Guided backpropagation rewires the model's graph, but {plain} are subclassed "
                 "models without one. Rebuild them as functional or Sequential models."
             )
+        if not any(relu_arguments(p[-1]) is not None for p in walk(model)):
+            warnings.warn(
+                f"Model {model.name!r} has no ReLU-like activation (relu, relu6, leaky_relu, "
+                "ReLU or LeakyReLU layers) for guided backpropagation to guide, so the result "
+                "is the plain gradient of the score w.r.t. the input, not a guided one. Read "
+                "it as such, or use GradCAM or HiResCAM, which work with any activation.",
+                UserWarning,
+                stacklevel=4,
+            )
         super().__init__(model, path, pre_activation)
         self._guided: dict[int, object] = {}
 
@@ -61,11 +115,13 @@ class GuidedScoreModel(ScoreModel):
     def _rewire(self, op):
         if is_container(op):
             return lambda inputs, *args, **kwargs: self._replay(op, inputs, (), unchanged, False)
-        if _plain_relu_layer(op):
-            return lambda x, *args, **kwargs: guided_relu(x)
-        if _is_relu(getattr(op, "activation", None)):
-            return twin_with_activation(op, guided_relu)
-        return op
+        arguments = relu_arguments(op)
+        if arguments is None:
+            return op
+        guided = guided_relu_like(**arguments)
+        if isinstance(op, (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.Activation)):
+            return lambda x, *args, **kwargs: guided(x)
+        return twin_with_activation(op, guided)
 
 
 def guided_gradients(rule, model: GuidedScoreModel, inputs, ids, target_fn, image: int):
