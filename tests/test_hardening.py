@@ -227,3 +227,9 @@ def test_callback_with_no_failure_emits_no_warning(tmp_path):
         warnings.simplefilter("error")
         tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[cb])
     assert cb.last_scalars
+
+
+def test_numpy_integers_are_accepted_wherever_ints_are(cnn, images):
+    cam = kgc.ScoreCAM(cnn, layer=np.int64(2), output=np.int64(0), batch_size=np.int64(8),
+                       max_channels=np.int64(3))
+    assert cam(images, targets=np.int64(1)).shape == (4, 16, 16)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_gradcam.inputs import require_image
+from keras_gradcam.inputs import check_positive_int, require_image
 from keras_gradcam.maps import weighted_sum
 from keras_gradcam.methods.base import BaseCAM, Pass
 from keras_gradcam.methods.masking import channel_masks, masked_scores
@@ -35,10 +35,8 @@ class ScoreCAM(BaseCAM):
     uses_gradients = False
 
     def __init__(self, model, layer=None, *, max_channels: int | None = None, **kwargs):
-        if max_channels is not None and (not isinstance(max_channels, int) or max_channels < 1):
-            raise ValueError(
-                f"`max_channels` must be None or a positive int. Received: {max_channels!r}."
-            )
+        if max_channels is not None:
+            max_channels = check_positive_int(max_channels, "max_channels")
         super().__init__(model, layer, **kwargs)
         self.max_channels = max_channels
 
