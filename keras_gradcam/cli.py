@@ -14,17 +14,24 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `keras-gradcam` (and `python -m keras_gradcam`). Returns the exit code."""
-    from keras_gradcam import METHODS, __version__
+    """Entry point of `keras-gradcam` (and `python -m keras_gradcam`). Returns the exit code.
+
+    TensorFlow is imported only once the arguments are parsed and checked: `--help`,
+    `--version` and argument errors answer at once.
+    """
+    from keras_gradcam import __version__
+    from keras_gradcam._names import METHOD_NAMES
 
     parser = argparse.ArgumentParser(
-        prog="keras-gradcam", description="Grad-CAM and the CAM family for Keras models."
+        prog="keras-gradcam", description="Grad-CAM and the CAM family for Keras models.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"keras-gradcam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
-        "demo", help="train a small CNN with a planted shortcut and watch Grad-CAM find it"
+        "demo", help="train a small CNN with a planted shortcut and watch Grad-CAM find it",
+        formatter_class=_HelpFormatter,
     )
     demo.add_argument("--out", type=_folder, default="gradcam-demo",
                       help="output folder (default: %(default)s)")
@@ -32,13 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data", choices=("auto", "fashion-mnist", "shapes"), default="auto",
                       help="Fashion-MNIST from Debian's dataset-fashion-mnist, or generated shapes")
 
-    explain = commands.add_parser("explain", help="explain images with a saved .keras/.h5 model")
+    explain = commands.add_parser("explain", help="explain images with a saved .keras/.h5 model",
+                                  formatter_class=_HelpFormatter)
     explain.add_argument("model", help="path of a .keras or .h5 model")
     explain.add_argument("images", nargs="+", help="image files, folders or globs (PNG/JPEG)")
     explain.add_argument("--out", type=_folder, required=True, help="output folder")
     explain.add_argument("--layer", default=None, help="layer name or 'outer/inner' path")
     explain.add_argument("--method", default="gradcam",
-                         help=f"one of {', '.join(METHODS)} (default: %(default)s)")
+                         help=f"one of {', '.join(METHOD_NAMES)} (default: %(default)s)")
     explain.add_argument("--target", default="auto", help="'auto' (top-1) or a class index")
     explain.add_argument("--size", type=_positive_int, nargs=2, metavar=("H", "W"),
                          help="resize images to H W (default: the model's input size)")
@@ -58,6 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         return _explain(args)
     except KeyboardInterrupt:
         return 130
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps help text at spaces only, so that "guided-gradcam" stays one word."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 def _positive_int(value: str) -> int:
@@ -152,15 +169,15 @@ def _preprocess(batch, mode: str):
 
 
 def _explain(args) -> int:
+    if args.target != "auto" and not args.target.lstrip("-").isdigit():
+        _error(f"--target must be 'auto' or a class index. Received: {args.target!r}.")
+        return 2
     import keras
     import numpy as np
 
     import keras_gradcam as kgc
     from keras_gradcam.image import draw
 
-    if args.target != "auto" and not args.target.lstrip("-").isdigit():
-        _error(f"--target must be 'auto' or a class index. Received: {args.target!r}.")
-        return 2
     if args.unsafe:
         warnings.warn("Loading the model with safe_mode off: it may run code stored in the file.",
                       stacklevel=1)

@@ -144,6 +144,60 @@ def test_version_and_help_via_python_m():
     assert result.returncode == 0 and "demo" in result.stdout and "explain" in result.stdout
 
 
+# Runs `python -m keras_gradcam ARGS` in this process and reports what it imported.
+FAST_ANSWER = """
+import runpy, sys, time
+sys.argv = ["keras-gradcam", *sys.argv[1:]]
+started = time.perf_counter()
+try:
+    runpy.run_module("keras_gradcam", run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+seconds = time.perf_counter() - started
+heavy = sorted(m for m in ("tensorflow", "keras", "numpy", "matplotlib") if m in sys.modules)
+print(f"code={code} heavy={heavy} seconds={seconds:.3f}", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--help"], 0),
+        (["--version"], 0),
+        (["explain", "--help"], 0),
+        (["demo", "--help"], 0),
+        (["explain", "model.keras", "x.png"], 2),  # --out missing
+        (["explain", "model.keras", "x.png", "--out", "o", "--batch-size", "0"], 2),
+        (["explain", "model.keras", "x.png", "--out", "o", "--target", "abc"], 2),
+        (["bogus"], 2),
+    ],
+)
+def test_help_version_and_argument_errors_do_not_import_tensorflow(tmp_path, args, code):
+    result = subprocess.run([sys.executable, "-c", FAST_ANSWER, *args], capture_output=True,
+                            text=True, cwd=tmp_path)
+    report = result.stderr.strip().splitlines()[-1]
+    assert report.startswith(f"code={code} heavy=[] "), result.stderr[-2000:]
+
+
+def test_cli_method_names_are_the_library_methods():
+    from keras_gradcam._names import METHOD_NAMES
+
+    assert list(METHOD_NAMES) == list(kgc.METHODS)
+    result = subprocess.run([sys.executable, "-m", "keras_gradcam", "explain", "--help"],
+                            capture_output=True, text=True)
+    assert ", ".join(kgc.METHODS) in " ".join(result.stdout.split())
+
+
+def test_lazy_package_gives_every_public_name():
+    code = ("import sys, keras_gradcam as kgc; assert 'tensorflow' not in sys.modules; "
+            "from keras_gradcam import GradCAM; assert 'tensorflow' in sys.modules; "
+            "missing = [n for n in kgc.__all__ if not hasattr(kgc, n)]; "
+            "assert not missing and set(kgc.__all__) <= set(dir(kgc)), missing; "
+            "assert GradCAM is kgc.METHODS['gradcam'] and kgc.metrics.energy_in_mask")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_demo_two_epochs_writes_event_files_tensorboard_reads(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
