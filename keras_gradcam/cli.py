@@ -102,17 +102,27 @@ def _error(message: str) -> None:
 
 
 def _expand(patterns: list[str]) -> list[str]:
-    files = []
+    """The image files named by `patterns` (files, folders, globs), each once, in first-seen order.
+
+    A file matched twice (`photos/` and `photos/*.png`, or two spellings of one path) is listed
+    once, under its first spelling.
+    """
+    files, seen = [], set()
     for pattern in patterns:
         if os.path.isdir(pattern):
-            files += sorted(
+            matches = sorted(
                 os.path.join(pattern, name) for name in os.listdir(pattern)
                 if name.lower().endswith(IMAGE_SUFFIXES)
             )
         elif any(ch in pattern for ch in "*?["):
-            files += sorted(glob.glob(pattern))
+            matches = sorted(glob.glob(pattern))
         else:
-            files.append(pattern)
+            matches = [pattern]
+        for path in matches:
+            key = os.path.normcase(os.path.realpath(path))
+            if key not in seen:
+                seen.add(key)
+                files.append(path)
     return files
 
 

@@ -89,6 +89,18 @@ def test_explain_with_a_guided_method_writes_the_guided_image(workdir, tmp_path,
     assert picture[..., :3].std() > 0  # a gradient image, not a blank canvas
 
 
+def test_explain_each_file_once_when_patterns_overlap(workdir, tmp_path, monkeypatch):
+    folder = workdir / "images"
+    monkeypatch.chdir(workdir)
+    patterns = [str(folder / "img1.png"), str(folder / "*.png"), str(folder),
+                os.path.join("images", "img0.png"), str(folder / "." / "img2.png")]
+    assert main(["explain", str(workdir / "model.keras"), *patterns, "--out", str(tmp_path)]) == 1
+    rows = read_csv(tmp_path / "explanations.csv")  # broken.png fails once: exit code 1
+    assert [os.path.basename(r["file"]) for r in rows] == ["img1.png", "img0.png", "img2.png"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "img0_gradcam.png", "img1_gradcam.png", "img2_gradcam.png"]
+
+
 def test_explain_a_folder_goes_on_past_an_unreadable_image(workdir, tmp_path, capsys):
     code = main(["explain", str(workdir / "model.keras"), str(workdir / "images"),
                  "--out", str(tmp_path)])
