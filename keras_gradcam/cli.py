@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
                          help=f"one of {', '.join(METHOD_NAMES)} (default: %(default)s)")
     explain.add_argument("--target", default="auto", help="'auto' (top-1) or a class index")
     explain.add_argument("--size", type=_positive_int, nargs=2, metavar=("H", "W"),
-                         help="resize images to H W (default: the model's input size)")
+                         help="resize images to H W for the model (default: the model's "
+                              "input size)")
+    explain.add_argument("--size-out", type=_positive_int, nargs=2, metavar=("H", "W"),
+                         help="size of the written pictures (default: each image's own size; "
+                              "the map is upsampled to it)")
     explain.add_argument("--preprocess", choices=PREPROCESS, default="scale01",
                          help="input scaling the model expects (default: %(default)s)")
     explain.add_argument("--batch-size", type=_positive_int, default=16,
@@ -126,8 +130,8 @@ def _expand(patterns: list[str]) -> list[str]:
     return files
 
 
-def _read_image(path: str, size: tuple[int, int], channels: int):
-    """The image at `path` as float32 `(H, W, channels)` in 0..255, resized to `size`.
+def _open_image(path: str, channels: int):
+    """The image at `path` as a loaded PIL image, grayscale ("L") or "RGB" as `channels` asks.
 
     16-bit images (PIL modes "I;16*" and "I") are scaled to 0..255 (divided by 257), not
     clipped; floating-point images and integers outside 0..65535 are refused (ValueError).
@@ -150,11 +154,37 @@ def _read_image(path: str, size: tuple[int, int], channels: int):
                     f"Received: values in [{low:.0f}, {high:.0f}]. Save the image as 8 or 16 bits."
                 )
             image = Image.fromarray(np.round(values / 257.0).astype(np.uint8))
-        image = image.convert("L" if channels == 1 else "RGB").resize(
-            (size[1], size[0]), Image.BILINEAR
-        )
-        array = np.asarray(image, np.float32)
-    return array[..., None] if channels == 1 else array
+        return image.convert("L" if channels == 1 else "RGB")
+
+
+def _pixels(image, size: tuple[int, int] | None = None, dtype="float32"):
+    """A PIL image as an array `(H, W, channels)`, bilinearly resized to `size` (H, W) if given."""
+    import numpy as np
+    from PIL import Image
+
+    if size is not None and tuple(size) != (image.height, image.width):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    array = np.asarray(image, dtype)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _read_image(path: str, size: tuple[int, int] | None, channels: int):
+    """The image at `path` as float32 `(H, W, channels)` in 0..255, resized to `size` (None: its
+    own size). See `_open_image` for the accepted images."""
+    return _pixels(_open_image(path, channels), size)
+
+
+def _picture(image, heatmap):
+    """uint8 RGB `(H, W, 3)` at the size of `image` (uint8 `(H, W, C)`): the heatmap, upsampled,
+    drawn on it; a guided image (`(h, w, C)`, model input size) resized to it instead."""
+    from PIL import Image
+
+    from keras_gradcam.image import draw
+
+    picture = draw(image[None], heatmap[None])[0]
+    if picture.shape[:2] != image.shape[:2]:
+        picture = _pixels(Image.fromarray(picture), image.shape[:2], "uint8")
+    return picture
 
 
 def _unique_name(path: str, method: str, written: set[str]) -> str:
@@ -186,7 +216,6 @@ def _explain(args) -> int:
     import numpy as np
 
     import keras_gradcam as kgc
-    from keras_gradcam.image import draw
 
     if args.unsafe:
         warnings.warn("Loading the model with safe_mode off: it may run code stored in the file.",
@@ -223,10 +252,12 @@ def _explain(args) -> int:
     written: set[str] = set()  # case-folded names written in this run: never overwritten
     progress = keras.utils.Progbar(len(files), unit_name="image")
     for start in range(0, len(files), args.batch_size):
-        names, raw = [], []
+        names, raw, shown = [], [], []  # paths, model inputs, pictures to draw on
         for path in files[start : start + args.batch_size]:
             try:
-                raw.append(_read_image(path, size, channels))
+                image = _open_image(path, channels)
+                raw.append(_pixels(image, size))
+                shown.append(_pixels(image, args.size_out, "uint8"))
                 names.append(path)
             except Exception as error:  # noqa: BLE001 - report and go on with the others
                 failures += 1
@@ -239,10 +270,9 @@ def _explain(args) -> int:
             except kgc.errors.KerasGradCAMError as error:
                 _error(str(error))
                 return 2
-            pictures = draw(batch / 255.0, result.heatmaps)  # overlays, or guided images
             for i, path in enumerate(names):
                 name = _unique_name(path, explainer.name, written)
-                kgc.save_png(os.path.join(args.out, name), pictures[i])
+                kgc.save_png(os.path.join(args.out, name), _picture(shown[i], result.heatmaps[i]))
                 predicted = int(result.predicted[i])
                 score = float(result.probabilities[i, predicted])
                 rows.append([path, predicted, f"{score:.6g}", int(result.targets[i]), name])

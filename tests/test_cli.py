@@ -45,7 +45,24 @@ def test_explain_writes_overlays_and_csv(workdir, tmp_path):
     assert {r["explained"] for r in rows} == {"2"}
     assert all(0.0 <= float(r["score"]) <= 1.0 and r["predicted"] in "012" for r in rows)
     picture = matplotlib.image.imread(tmp_path / "img1_gradcam.png")
-    assert picture.shape[:2] == (16, 16)
+    assert picture.shape[:2] == (30, 20)  # the image's own size, not the model's 16 x 16
+
+
+def test_explain_draws_the_map_on_the_original_image_or_at_size_out(workdir, tmp_path):
+    image = str(workdir / "images" / "img1.png")  # 30 x 20, the model takes 16 x 16
+    assert main(["explain", str(workdir / "model.keras"), image, "--out", str(tmp_path / "own"),
+                 "--target", "1"]) == 0
+    model = keras.saving.load_model(workdir / "model.keras")
+    original = matplotlib.image.imread(image)[..., :3]
+    from keras_gradcam.cli import _read_image
+
+    heatmap = kgc.GradCAM(model)(_read_image(image, (16, 16), 3)[None] / 255.0, targets=1)
+    expected = kgc.overlay(original, heatmap[0])  # the map upsampled to 30 x 20
+    drawn = matplotlib.image.imread(tmp_path / "own" / "img1_gradcam.png")[..., :3]
+    np.testing.assert_allclose(drawn * 255, expected, atol=1.01)
+    assert main(["explain", str(workdir / "model.keras"), image, "--out", str(tmp_path / "out"),
+                 "--size-out", "45", "12"]) == 0
+    assert matplotlib.image.imread(tmp_path / "out" / "img1_gradcam.png").shape[:2] == (45, 12)
 
 
 
@@ -79,13 +96,15 @@ def test_explain_a_single_sigmoid_unit_and_repeated_file_names(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["guided-backprop", "guided-gradcam"])
-def test_explain_with_a_guided_method_writes_the_guided_image(workdir, tmp_path, method):
-    image = str(workdir / "images" / "img0.png")
+@pytest.mark.parametrize(("stem", "size"), [("img0", (16, 16)), ("img1", (30, 20))])
+def test_explain_with_a_guided_method_writes_the_guided_image(workdir, tmp_path, method, stem,
+                                                              size):
+    image = str(workdir / "images" / f"{stem}.png")
     code = main(["explain", str(workdir / "model.keras"), image, "--out", str(tmp_path),
                  "--method", method])
     assert code == 0
-    picture = matplotlib.image.imread(tmp_path / f"img0_{method}.png")
-    assert picture.shape[:2] == (16, 16)
+    picture = matplotlib.image.imread(tmp_path / f"{stem}_{method}.png")
+    assert picture.shape[:2] == size  # the image's own size (guided images are resized to it)
     assert picture[..., :3].std() > 0  # a gradient image, not a blank canvas
 
 
