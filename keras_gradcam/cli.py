@@ -10,6 +10,14 @@ import sys
 import warnings
 
 PREPROCESS = ("none", "scale01", "tf", "caffe", "torch")
+PREPROCESS_HELP = (
+    "input scaling the model expects, on pixels 0..255 (default: %(default)s). none: as they "
+    "are; scale01: divide by 255; tf: scale to [-1, 1]; caffe: RGB to BGR, then subtract the "
+    "ImageNet channel means; torch: scale to [0, 1], then normalise by the ImageNet mean and "
+    "std. keras.applications: tf for MobileNet(V2), Inception, Xception, NASNet, ResNetV2; "
+    "caffe for VGG and ResNet50/101/152; torch for DenseNet; none for EfficientNet, ConvNeXt "
+    "(they scale inside)"
+)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
@@ -55,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                          help="size of the written pictures (default: each image's own size; "
                               "the map is upsampled to it)")
     explain.add_argument("--preprocess", choices=PREPROCESS, default="scale01",
-                         help="input scaling the model expects (default: %(default)s)")
+                         help=PREPROCESS_HELP)
+    explain.add_argument("--labels", metavar="FILE",
+                         help="class names: one per line, or a JSON list (or an ImageNet-style "
+                              "JSON object {\"0\": [id, name], ...}); adds predicted_name and "
+                              "explained_name columns to the CSV")
     explain.add_argument("--batch-size", type=_positive_int, default=16,
                          help="images per model call (default: %(default)s)")
     explain.add_argument("--unsafe", action="store_true",
@@ -198,6 +210,50 @@ def _unique_name(path: str, method: str, written: set[str]) -> str:
     return name
 
 
+def _read_labels(path: str) -> list[str]:
+    """Class names from `path`, in class-index order.
+
+    Accepts one name per line (surrounding spaces and trailing empty lines dropped), a JSON list
+    of names, or a JSON object mapping every index "0".."n-1" to a name or to a list ending with
+    the name (Keras's imagenet_class_index.json).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: no names, an empty name, or JSON of another shape (the message says which).
+    """
+    import json
+
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not valid JSON ({error}).") from None
+        if isinstance(data, dict):
+            try:
+                ordered = sorted((int(key), value) for key, value in data.items())
+            except (TypeError, ValueError):
+                raise ValueError("a JSON object must map class indices \"0\", \"1\", ... to "
+                                 "names.") from None
+            if [index for index, _ in ordered] != list(range(len(ordered))):
+                raise ValueError("a JSON object must map every class index from 0 on, without "
+                                 "gaps.")
+            data = [v[-1] if isinstance(v, list) and v else v for _, v in ordered]
+        if not isinstance(data, list) or not all(isinstance(name, str) for name in data):
+            raise ValueError("JSON labels must be a list of names, e.g. [\"cat\", \"dog\"].")
+        names = [name.strip() for name in data]
+    else:
+        names = [line.strip() for line in text.splitlines()]
+        while names and not names[-1]:
+            names.pop()
+    if not names:
+        raise ValueError("no class names in the file.")
+    if "" in names:
+        raise ValueError(f"class {names.index('')} has an empty name. Give one name per class.")
+    return names
+
+
 def _preprocess(batch, mode: str):
     if mode == "none":
         return batch
@@ -211,6 +267,11 @@ def _preprocess(batch, mode: str):
 def _explain(args) -> int:
     if args.target != "auto" and not args.target.lstrip("-").isdigit():
         _error(f"--target must be 'auto' or a class index. Received: {args.target!r}.")
+        return 2
+    try:
+        labels = _read_labels(args.labels) if args.labels else None
+    except (OSError, ValueError) as error:
+        _error(f"--labels {args.labels!r}: {error}")
         return 2
     import keras
     import numpy as np
@@ -270,16 +331,24 @@ def _explain(args) -> int:
             except kgc.errors.KerasGradCAMError as error:
                 _error(str(error))
                 return 2
+            classes = result.probabilities.shape[-1]
+            if labels is not None and len(labels) < classes:
+                _error(f"--labels {args.labels!r} names {len(labels)} classes but the model has "
+                       f"{classes}. Give one name per class, in class-index order.")
+                return 2
             for i, path in enumerate(names):
                 name = _unique_name(path, explainer.name, written)
                 kgc.save_png(os.path.join(args.out, name), _picture(shown[i], result.heatmaps[i]))
                 predicted = int(result.predicted[i])
                 score = float(result.probabilities[i, predicted])
-                rows.append([path, predicted, f"{score:.6g}", int(result.targets[i]), name])
+                explained = int(result.targets[i])
+                rows.append([path, predicted, f"{score:.6g}", explained, name]
+                            + ([labels[predicted], labels[explained]] if labels else []))
         progress.update(min(start + args.batch_size, len(files)))
     with open(os.path.join(args.out, "explanations.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "predicted", "score", "explained", "overlay"])
+        writer.writerow(["file", "predicted", "score", "explained", "overlay"]
+                        + (["predicted_name", "explained_name"] if labels else []))
         writer.writerows(rows)
     print(f"{len(rows)} overlays and explanations.csv written to {args.out}"
           + (f"; {failures} image(s) failed" if failures else ""))

@@ -120,6 +120,57 @@ def test_explain_each_file_once_when_patterns_overlap(workdir, tmp_path, monkeyp
         "img0_gradcam.png", "img1_gradcam.png", "img2_gradcam.png"]
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["cat\ndog\nbird\n\n", '["cat", "dog", "bird"]',
+     '{"1": ["n02", "dog"], "0": ["n01", "cat"], "2": ["n03", "bird"]}'],
+    ids=["lines", "json-list", "imagenet-json"],
+)
+def test_explain_labels_name_the_classes_in_the_csv(workdir, tmp_path, text):
+    (tmp_path / "labels.txt").write_text(text)
+    images = [str(workdir / "images" / f"img{i}.png") for i in range(3)]
+    assert main(["explain", str(workdir / "model.keras"), *images, "--out", str(tmp_path / "o"),
+                 "--target", "1", "--labels", str(tmp_path / "labels.txt")]) == 0
+    with open(tmp_path / "o" / "explanations.csv") as f:
+        assert next(csv.reader(f)) == ["file", "predicted", "score", "explained", "overlay",
+                                       "predicted_name", "explained_name"]
+    names = ["cat", "dog", "bird"]
+    for row in read_csv(tmp_path / "o" / "explanations.csv"):
+        assert row["predicted_name"] == names[int(row["predicted"])]
+        assert row["explained_name"] == "dog"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("cat\ndog\n", r"names 2 classes but the model has 3\. Give one name per class"),
+        ("cat\n\ndog\nbird\n", "class 1 has an empty name"),
+        ("", "no class names"),
+        ('["cat", 2, "bird"]', "JSON labels must be a list of names"),
+        ('{"0": "cat", "2": "bird"}', "every class index from 0 on"),
+        ("[cat]", "not valid JSON"),
+    ],
+)
+def test_explain_bad_labels_are_one_error_line(workdir, tmp_path, capsys, text, message):
+    (tmp_path / "labels.txt").write_text(text)
+    code = main(["explain", str(workdir / "model.keras"), str(workdir / "images" / "img0.png"),
+                 "--out", str(tmp_path / "o"), "--labels", str(tmp_path / "labels.txt")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("keras-gradcam: error: --labels") and re.search(message, err), err
+    assert not list(tmp_path.glob("o/*"))  # nothing written
+
+
+def test_explain_help_says_what_each_preprocessing_does():
+    result = subprocess.run([sys.executable, "-m", "keras_gradcam", "explain", "--help"],
+                            capture_output=True, text=True)
+    text = " ".join(result.stdout.split())
+    for phrase in ["tf: scale to [-1, 1]", "caffe: RGB to BGR, then subtract the ImageNet",
+                   "torch: scale to [0, 1], then normalise by the ImageNet mean and std",
+                   "--labels FILE"]:
+        assert phrase in text
+
+
 def test_explain_a_folder_goes_on_past_an_unreadable_image(workdir, tmp_path, capsys):
     code = main(["explain", str(workdir / "model.keras"), str(workdir / "images"),
                  "--out", str(tmp_path)])
@@ -200,6 +251,7 @@ print(f"code={code} heavy={heavy} seconds={seconds:.3f}", file=sys.stderr)
         (["explain", "model.keras", "x.png"], 2),  # --out missing
         (["explain", "model.keras", "x.png", "--out", "o", "--batch-size", "0"], 2),
         (["explain", "model.keras", "x.png", "--out", "o", "--target", "abc"], 2),
+        (["explain", "model.keras", "x.png", "--out", "o", "--labels", "missing.txt"], 2),
         (["bogus"], 2),
     ],
 )
