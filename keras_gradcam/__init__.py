@@ -8,11 +8,22 @@ Example:
 >>> pictures = kgc.overlay(images, heatmaps)
 """
 
+import importlib as _importlib
+import json as _json
 import os as _os
+import sys as _sys
 
 __version__ = "0.1.0"
 
-from keras_gradcam.errors import BackendError  # noqa: E402
+from keras_gradcam import errors  # noqa: E402  (no keras inside)
+from keras_gradcam.errors import (  # noqa: E402
+    BackendError,
+    InvalidInputError,
+    InvalidTargetError,
+    LayerNotFoundError,
+    ModelNotSupportedError,
+    NotSpatialLayerError,
+)
 
 
 def _check_backend(name: str) -> None:
@@ -24,47 +35,77 @@ def _check_backend(name: str) -> None:
         )
 
 
+def _configured_backend() -> str:
+    """The backend keras will pick, read as keras does (`KERAS_BACKEND`, else keras.json).
+
+    Read without importing keras, so that `import keras_gradcam` (and the command line's
+    `--help`) stays fast; `_load` checks again with keras itself.
+    """
+    if "KERAS_BACKEND" in _os.environ:
+        return _os.environ["KERAS_BACKEND"]
+    home = _os.path.expanduser("~")
+    folder = _os.environ.get("KERAS_HOME") or _os.path.join(
+        home if _os.access(home, _os.W_OK) else "/tmp", ".keras"
+    )
+    try:
+        with open(_os.path.join(_os.path.expanduser(folder), "keras.json")) as f:
+            backend = _json.load(f).get("backend", "tensorflow")
+    except (OSError, ValueError, AttributeError):
+        return "tensorflow"  # keras also falls back to its default
+    return backend if isinstance(backend, str) else "tensorflow"
+
+
 # Check before importing keras: with another backend, keras may fail on a missing jax/torch.
-_check_backend(_os.environ.get("KERAS_BACKEND", "tensorflow"))
+_check_backend(_configured_backend())
+if "keras" in _sys.modules:  # already imported: ask keras itself, it costs nothing
+    _check_backend(_sys.modules["keras"].backend.backend())
 
-import keras as _keras  # noqa: E402
+# The public names, imported on first use (PEP 562): `import keras_gradcam` and the command
+# line's `--help` do not import TensorFlow; `kgc.GradCAM` or `from keras_gradcam import GradCAM`
+# imports the library then.
+_LAZY = {
+    "GradCAMCallback": "keras_gradcam.callbacks",
+    "colorize": "keras_gradcam.image",
+    "overlay": "keras_gradcam.image",
+    "plot": "keras_gradcam.image",
+    "save_png": "keras_gradcam.image",
+    "iter_explanations": "keras_gradcam.streaming",
+    "explain_dataset": "keras_gradcam.writing",
+    "write_explanations": "keras_gradcam.writing",
+    "DatasetExplanation": "keras_gradcam.writing",
+    **dict.fromkeys(
+        [
+            "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
+            "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM",
+            "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
+        ],
+        "keras_gradcam.methods",
+    ),
+}
+_SUBMODULES = ("metrics",)
 
-_check_backend(_keras.backend.backend())
 
-from keras_gradcam import errors, metrics  # noqa: E402
-from keras_gradcam.callbacks import GradCAMCallback  # noqa: E402
-from keras_gradcam.errors import (  # noqa: E402
-    InvalidInputError,
-    InvalidTargetError,
-    LayerNotFoundError,
-    ModelNotSupportedError,
-    NotSpatialLayerError,
-)
-from keras_gradcam.explanation import Explanation  # noqa: E402
-from keras_gradcam.image import colorize, overlay, plot, save_png  # noqa: E402
-from keras_gradcam.methods import (  # noqa: E402
-    CAM,
-    METHODS,
-    BaseCAM,
-    EigenCAM,
-    EigenGradCAM,
-    GradCAM,
-    GradCAMElementWise,
-    GradCAMPlusPlus,
-    GuidedBackprop,
-    GuidedGradCAM,
-    HiResCAM,
-    LayerCAM,
-    ScoreCAM,
-    XGradCAM,
-    get_method,
-)
-from keras_gradcam.streaming import iter_explanations  # noqa: E402
-from keras_gradcam.writing import (  # noqa: E402
-    DatasetExplanation,
-    explain_dataset,
-    write_explanations,
-)
+def _load() -> None:
+    """Import keras (checking its backend first) and every public name, once."""
+    import keras
+
+    _check_backend(keras.backend.backend())
+    for name, module in _LAZY.items():
+        globals()[name] = getattr(_importlib.import_module(module), name)
+    for name in _SUBMODULES:
+        globals()[name] = _importlib.import_module(f"keras_gradcam.{name}")
+
+
+def __getattr__(name: str):
+    if name in _LAZY or name in _SUBMODULES:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module 'keras_gradcam' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "DatasetExplanation",

@@ -10,21 +10,36 @@ import sys
 import warnings
 
 PREPROCESS = ("none", "scale01", "tf", "caffe", "torch")
+PREPROCESS_HELP = (
+    "input scaling the model expects, on pixels 0..255 (default: %(default)s). none: as they "
+    "are; scale01: divide by 255; tf: scale to [-1, 1]; caffe: RGB to BGR, then subtract the "
+    "ImageNet channel means; torch: scale to [0, 1], then normalise by the ImageNet mean and "
+    "std. keras.applications: tf for MobileNet(V2), Inception, Xception, NASNet, ResNetV2; "
+    "caffe for VGG and ResNet50/101/152; torch for DenseNet; none for EfficientNet, ConvNeXt "
+    "(they scale inside)"
+)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `keras-gradcam` (and `python -m keras_gradcam`). Returns the exit code."""
-    from keras_gradcam import METHODS, __version__
+    """Entry point of `keras-gradcam` (and `python -m keras_gradcam`). Returns the exit code.
+
+    TensorFlow is imported only once the arguments are parsed and checked: `--help`,
+    `--version` and argument errors answer at once.
+    """
+    from keras_gradcam import __version__
+    from keras_gradcam._names import METHOD_NAMES
 
     parser = argparse.ArgumentParser(
-        prog="keras-gradcam", description="Grad-CAM and the CAM family for Keras models."
+        prog="keras-gradcam", description="Grad-CAM and the CAM family for Keras models.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"keras-gradcam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser(
-        "demo", help="train a small CNN with a planted shortcut and watch Grad-CAM find it"
+        "demo", help="train a small CNN with a planted shortcut and watch Grad-CAM find it",
+        formatter_class=_HelpFormatter,
     )
     demo.add_argument("--out", type=_folder, default="gradcam-demo",
                       help="output folder (default: %(default)s)")
@@ -32,18 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--data", choices=("auto", "fashion-mnist", "shapes"), default="auto",
                       help="Fashion-MNIST from Debian's dataset-fashion-mnist, or generated shapes")
 
-    explain = commands.add_parser("explain", help="explain images with a saved .keras/.h5 model")
+    explain = commands.add_parser("explain", help="explain images with a saved .keras/.h5 model",
+                                  formatter_class=_HelpFormatter)
     explain.add_argument("model", help="path of a .keras or .h5 model")
     explain.add_argument("images", nargs="+", help="image files, folders or globs (PNG/JPEG)")
     explain.add_argument("--out", type=_folder, required=True, help="output folder")
     explain.add_argument("--layer", default=None, help="layer name or 'outer/inner' path")
     explain.add_argument("--method", default="gradcam",
-                         help=f"one of {', '.join(METHODS)} (default: %(default)s)")
+                         help=f"one of {', '.join(METHOD_NAMES)} (default: %(default)s)")
     explain.add_argument("--target", default="auto", help="'auto' (top-1) or a class index")
     explain.add_argument("--size", type=_positive_int, nargs=2, metavar=("H", "W"),
-                         help="resize images to H W (default: the model's input size)")
+                         help="resize images to H W for the model (default: the model's "
+                              "input size)")
+    explain.add_argument("--size-out", type=_positive_int, nargs=2, metavar=("H", "W"),
+                         help="size of the written pictures (default: each image's own size; "
+                              "the map is upsampled to it)")
     explain.add_argument("--preprocess", choices=PREPROCESS, default="scale01",
-                         help="input scaling the model expects (default: %(default)s)")
+                         help=PREPROCESS_HELP)
+    explain.add_argument("--labels", metavar="FILE",
+                         help="class names: one per line, or a JSON list (or an ImageNet-style "
+                              "JSON object {\"0\": [id, name], ...}); adds predicted_name and "
+                              "explained_name columns to the CSV")
     explain.add_argument("--batch-size", type=_positive_int, default=16,
                          help="images per model call (default: %(default)s)")
     explain.add_argument("--unsafe", action="store_true",
@@ -58,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         return _explain(args)
     except KeyboardInterrupt:
         return 130
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps help text at spaces only, so that "guided-gradcam" stays one word."""
+
+    def _split_lines(self, text, width):
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
 def _positive_int(value: str) -> int:
@@ -85,22 +118,32 @@ def _error(message: str) -> None:
 
 
 def _expand(patterns: list[str]) -> list[str]:
-    files = []
+    """The image files named by `patterns` (files, folders, globs), each once, in first-seen order.
+
+    A file matched twice (`photos/` and `photos/*.png`, or two spellings of one path) is listed
+    once, under its first spelling.
+    """
+    files, seen = [], set()
     for pattern in patterns:
         if os.path.isdir(pattern):
-            files += sorted(
+            matches = sorted(
                 os.path.join(pattern, name) for name in os.listdir(pattern)
                 if name.lower().endswith(IMAGE_SUFFIXES)
             )
         elif any(ch in pattern for ch in "*?["):
-            files += sorted(glob.glob(pattern))
+            matches = sorted(glob.glob(pattern))
         else:
-            files.append(pattern)
+            matches = [pattern]
+        for path in matches:
+            key = os.path.normcase(os.path.realpath(path))
+            if key not in seen:
+                seen.add(key)
+                files.append(path)
     return files
 
 
-def _read_image(path: str, size: tuple[int, int], channels: int):
-    """The image at `path` as float32 `(H, W, channels)` in 0..255, resized to `size`.
+def _open_image(path: str, channels: int):
+    """The image at `path` as a loaded PIL image, grayscale ("L") or "RGB" as `channels` asks.
 
     16-bit images (PIL modes "I;16*" and "I") are scaled to 0..255 (divided by 257), not
     clipped; floating-point images and integers outside 0..65535 are refused (ValueError).
@@ -123,11 +166,37 @@ def _read_image(path: str, size: tuple[int, int], channels: int):
                     f"Received: values in [{low:.0f}, {high:.0f}]. Save the image as 8 or 16 bits."
                 )
             image = Image.fromarray(np.round(values / 257.0).astype(np.uint8))
-        image = image.convert("L" if channels == 1 else "RGB").resize(
-            (size[1], size[0]), Image.BILINEAR
-        )
-        array = np.asarray(image, np.float32)
-    return array[..., None] if channels == 1 else array
+        return image.convert("L" if channels == 1 else "RGB")
+
+
+def _pixels(image, size: tuple[int, int] | None = None, dtype="float32"):
+    """A PIL image as an array `(H, W, channels)`, bilinearly resized to `size` (H, W) if given."""
+    import numpy as np
+    from PIL import Image
+
+    if size is not None and tuple(size) != (image.height, image.width):
+        image = image.resize((size[1], size[0]), Image.BILINEAR)
+    array = np.asarray(image, dtype)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _read_image(path: str, size: tuple[int, int] | None, channels: int):
+    """The image at `path` as float32 `(H, W, channels)` in 0..255, resized to `size` (None: its
+    own size). See `_open_image` for the accepted images."""
+    return _pixels(_open_image(path, channels), size)
+
+
+def _picture(image, heatmap):
+    """uint8 RGB `(H, W, 3)` at the size of `image` (uint8 `(H, W, C)`): the heatmap, upsampled,
+    drawn on it; a guided image (`(h, w, C)`, model input size) resized to it instead."""
+    from PIL import Image
+
+    from keras_gradcam.image import draw
+
+    picture = draw(image[None], heatmap[None])[0]
+    if picture.shape[:2] != image.shape[:2]:
+        picture = _pixels(Image.fromarray(picture), image.shape[:2], "uint8")
+    return picture
 
 
 def _unique_name(path: str, method: str, written: set[str]) -> str:
@@ -141,6 +210,50 @@ def _unique_name(path: str, method: str, written: set[str]) -> str:
     return name
 
 
+def _read_labels(path: str) -> list[str]:
+    """Class names from `path`, in class-index order.
+
+    Accepts one name per line (surrounding spaces and trailing empty lines dropped), a JSON list
+    of names, or a JSON object mapping every index "0".."n-1" to a name or to a list ending with
+    the name (Keras's imagenet_class_index.json).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: no names, an empty name, or JSON of another shape (the message says which).
+    """
+    import json
+
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"not valid JSON ({error}).") from None
+        if isinstance(data, dict):
+            try:
+                ordered = sorted((int(key), value) for key, value in data.items())
+            except (TypeError, ValueError):
+                raise ValueError("a JSON object must map class indices \"0\", \"1\", ... to "
+                                 "names.") from None
+            if [index for index, _ in ordered] != list(range(len(ordered))):
+                raise ValueError("a JSON object must map every class index from 0 on, without "
+                                 "gaps.")
+            data = [v[-1] if isinstance(v, list) and v else v for _, v in ordered]
+        if not isinstance(data, list) or not all(isinstance(name, str) for name in data):
+            raise ValueError("JSON labels must be a list of names, e.g. [\"cat\", \"dog\"].")
+        names = [name.strip() for name in data]
+    else:
+        names = [line.strip() for line in text.splitlines()]
+        while names and not names[-1]:
+            names.pop()
+    if not names:
+        raise ValueError("no class names in the file.")
+    if "" in names:
+        raise ValueError(f"class {names.index('')} has an empty name. Give one name per class.")
+    return names
+
+
 def _preprocess(batch, mode: str):
     if mode == "none":
         return batch
@@ -152,15 +265,19 @@ def _preprocess(batch, mode: str):
 
 
 def _explain(args) -> int:
+    if args.target != "auto" and not args.target.lstrip("-").isdigit():
+        _error(f"--target must be 'auto' or a class index. Received: {args.target!r}.")
+        return 2
+    try:
+        labels = _read_labels(args.labels) if args.labels else None
+    except (OSError, ValueError) as error:
+        _error(f"--labels {args.labels!r}: {error}")
+        return 2
     import keras
     import numpy as np
 
     import keras_gradcam as kgc
-    from keras_gradcam.image import draw
 
-    if args.target != "auto" and not args.target.lstrip("-").isdigit():
-        _error(f"--target must be 'auto' or a class index. Received: {args.target!r}.")
-        return 2
     if args.unsafe:
         warnings.warn("Loading the model with safe_mode off: it may run code stored in the file.",
                       stacklevel=1)
@@ -196,10 +313,12 @@ def _explain(args) -> int:
     written: set[str] = set()  # case-folded names written in this run: never overwritten
     progress = keras.utils.Progbar(len(files), unit_name="image")
     for start in range(0, len(files), args.batch_size):
-        names, raw = [], []
+        names, raw, shown = [], [], []  # paths, model inputs, pictures to draw on
         for path in files[start : start + args.batch_size]:
             try:
-                raw.append(_read_image(path, size, channels))
+                image = _open_image(path, channels)
+                raw.append(_pixels(image, size))
+                shown.append(_pixels(image, args.size_out, "uint8"))
                 names.append(path)
             except Exception as error:  # noqa: BLE001 - report and go on with the others
                 failures += 1
@@ -212,17 +331,24 @@ def _explain(args) -> int:
             except kgc.errors.KerasGradCAMError as error:
                 _error(str(error))
                 return 2
-            pictures = draw(batch / 255.0, result.heatmaps)  # overlays, or guided images
+            classes = result.probabilities.shape[-1]
+            if labels is not None and len(labels) < classes:
+                _error(f"--labels {args.labels!r} names {len(labels)} classes but the model has "
+                       f"{classes}. Give one name per class, in class-index order.")
+                return 2
             for i, path in enumerate(names):
                 name = _unique_name(path, explainer.name, written)
-                kgc.save_png(os.path.join(args.out, name), pictures[i])
+                kgc.save_png(os.path.join(args.out, name), _picture(shown[i], result.heatmaps[i]))
                 predicted = int(result.predicted[i])
                 score = float(result.probabilities[i, predicted])
-                rows.append([path, predicted, f"{score:.6g}", int(result.targets[i]), name])
+                explained = int(result.targets[i])
+                rows.append([path, predicted, f"{score:.6g}", explained, name]
+                            + ([labels[predicted], labels[explained]] if labels else []))
         progress.update(min(start + args.batch_size, len(files)))
     with open(os.path.join(args.out, "explanations.csv"), "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["file", "predicted", "score", "explained", "overlay"])
+        writer.writerow(["file", "predicted", "score", "explained", "overlay"]
+                        + (["predicted_name", "explained_name"] if labels else []))
         writer.writerows(rows)
     print(f"{len(rows)} overlays and explanations.csv written to {args.out}"
           + (f"; {failures} image(s) failed" if failures else ""))

@@ -45,7 +45,24 @@ def test_explain_writes_overlays_and_csv(workdir, tmp_path):
     assert {r["explained"] for r in rows} == {"2"}
     assert all(0.0 <= float(r["score"]) <= 1.0 and r["predicted"] in "012" for r in rows)
     picture = matplotlib.image.imread(tmp_path / "img1_gradcam.png")
-    assert picture.shape[:2] == (16, 16)
+    assert picture.shape[:2] == (30, 20)  # the image's own size, not the model's 16 x 16
+
+
+def test_explain_draws_the_map_on_the_original_image_or_at_size_out(workdir, tmp_path):
+    image = str(workdir / "images" / "img1.png")  # 30 x 20, the model takes 16 x 16
+    assert main(["explain", str(workdir / "model.keras"), image, "--out", str(tmp_path / "own"),
+                 "--target", "1"]) == 0
+    model = keras.saving.load_model(workdir / "model.keras")
+    original = matplotlib.image.imread(image)[..., :3]
+    from keras_gradcam.cli import _read_image
+
+    heatmap = kgc.GradCAM(model)(_read_image(image, (16, 16), 3)[None] / 255.0, targets=1)
+    expected = kgc.overlay(original, heatmap[0])  # the map upsampled to 30 x 20
+    drawn = matplotlib.image.imread(tmp_path / "own" / "img1_gradcam.png")[..., :3]
+    np.testing.assert_allclose(drawn * 255, expected, atol=1.01)
+    assert main(["explain", str(workdir / "model.keras"), image, "--out", str(tmp_path / "out"),
+                 "--size-out", "45", "12"]) == 0
+    assert matplotlib.image.imread(tmp_path / "out" / "img1_gradcam.png").shape[:2] == (45, 12)
 
 
 
@@ -79,14 +96,79 @@ def test_explain_a_single_sigmoid_unit_and_repeated_file_names(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["guided-backprop", "guided-gradcam"])
-def test_explain_with_a_guided_method_writes_the_guided_image(workdir, tmp_path, method):
-    image = str(workdir / "images" / "img0.png")
+@pytest.mark.parametrize(("stem", "size"), [("img0", (16, 16)), ("img1", (30, 20))])
+def test_explain_with_a_guided_method_writes_the_guided_image(workdir, tmp_path, method, stem,
+                                                              size):
+    image = str(workdir / "images" / f"{stem}.png")
     code = main(["explain", str(workdir / "model.keras"), image, "--out", str(tmp_path),
                  "--method", method])
     assert code == 0
-    picture = matplotlib.image.imread(tmp_path / f"img0_{method}.png")
-    assert picture.shape[:2] == (16, 16)
+    picture = matplotlib.image.imread(tmp_path / f"{stem}_{method}.png")
+    assert picture.shape[:2] == size  # the image's own size (guided images are resized to it)
     assert picture[..., :3].std() > 0  # a gradient image, not a blank canvas
+
+
+def test_explain_each_file_once_when_patterns_overlap(workdir, tmp_path, monkeypatch):
+    folder = workdir / "images"
+    monkeypatch.chdir(workdir)
+    patterns = [str(folder / "img1.png"), str(folder / "*.png"), str(folder),
+                os.path.join("images", "img0.png"), str(folder / "." / "img2.png")]
+    assert main(["explain", str(workdir / "model.keras"), *patterns, "--out", str(tmp_path)]) == 1
+    rows = read_csv(tmp_path / "explanations.csv")  # broken.png fails once: exit code 1
+    assert [os.path.basename(r["file"]) for r in rows] == ["img1.png", "img0.png", "img2.png"]
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == [
+        "img0_gradcam.png", "img1_gradcam.png", "img2_gradcam.png"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["cat\ndog\nbird\n\n", '["cat", "dog", "bird"]',
+     '{"1": ["n02", "dog"], "0": ["n01", "cat"], "2": ["n03", "bird"]}'],
+    ids=["lines", "json-list", "imagenet-json"],
+)
+def test_explain_labels_name_the_classes_in_the_csv(workdir, tmp_path, text):
+    (tmp_path / "labels.txt").write_text(text)
+    images = [str(workdir / "images" / f"img{i}.png") for i in range(3)]
+    assert main(["explain", str(workdir / "model.keras"), *images, "--out", str(tmp_path / "o"),
+                 "--target", "1", "--labels", str(tmp_path / "labels.txt")]) == 0
+    with open(tmp_path / "o" / "explanations.csv") as f:
+        assert next(csv.reader(f)) == ["file", "predicted", "score", "explained", "overlay",
+                                       "predicted_name", "explained_name"]
+    names = ["cat", "dog", "bird"]
+    for row in read_csv(tmp_path / "o" / "explanations.csv"):
+        assert row["predicted_name"] == names[int(row["predicted"])]
+        assert row["explained_name"] == "dog"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("cat\ndog\n", r"names 2 classes but the model has 3\. Give one name per class"),
+        ("cat\n\ndog\nbird\n", "class 1 has an empty name"),
+        ("", "no class names"),
+        ('["cat", 2, "bird"]', "JSON labels must be a list of names"),
+        ('{"0": "cat", "2": "bird"}', "every class index from 0 on"),
+        ("[cat]", "not valid JSON"),
+    ],
+)
+def test_explain_bad_labels_are_one_error_line(workdir, tmp_path, capsys, text, message):
+    (tmp_path / "labels.txt").write_text(text)
+    code = main(["explain", str(workdir / "model.keras"), str(workdir / "images" / "img0.png"),
+                 "--out", str(tmp_path / "o"), "--labels", str(tmp_path / "labels.txt")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("keras-gradcam: error: --labels") and re.search(message, err), err
+    assert not list(tmp_path.glob("o/*"))  # nothing written
+
+
+def test_explain_help_says_what_each_preprocessing_does():
+    result = subprocess.run([sys.executable, "-m", "keras_gradcam", "explain", "--help"],
+                            capture_output=True, text=True)
+    text = " ".join(result.stdout.split())
+    for phrase in ["tf: scale to [-1, 1]", "caffe: RGB to BGR, then subtract the ImageNet",
+                   "torch: scale to [0, 1], then normalise by the ImageNet mean and std",
+                   "--labels FILE"]:
+        assert phrase in text
 
 
 def test_explain_a_folder_goes_on_past_an_unreadable_image(workdir, tmp_path, capsys):
@@ -142,6 +224,61 @@ def test_version_and_help_via_python_m():
     result = subprocess.run([sys.executable, "-m", "keras_gradcam", "--help"],
                             capture_output=True, text=True)
     assert result.returncode == 0 and "demo" in result.stdout and "explain" in result.stdout
+
+
+# Runs `python -m keras_gradcam ARGS` in this process and reports what it imported.
+FAST_ANSWER = """
+import runpy, sys, time
+sys.argv = ["keras-gradcam", *sys.argv[1:]]
+started = time.perf_counter()
+try:
+    runpy.run_module("keras_gradcam", run_name="__main__")
+except SystemExit as exit:
+    code = exit.code
+seconds = time.perf_counter() - started
+heavy = sorted(m for m in ("tensorflow", "keras", "numpy", "matplotlib") if m in sys.modules)
+print(f"code={code} heavy={heavy} seconds={seconds:.3f}", file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--help"], 0),
+        (["--version"], 0),
+        (["explain", "--help"], 0),
+        (["demo", "--help"], 0),
+        (["explain", "model.keras", "x.png"], 2),  # --out missing
+        (["explain", "model.keras", "x.png", "--out", "o", "--batch-size", "0"], 2),
+        (["explain", "model.keras", "x.png", "--out", "o", "--target", "abc"], 2),
+        (["explain", "model.keras", "x.png", "--out", "o", "--labels", "missing.txt"], 2),
+        (["bogus"], 2),
+    ],
+)
+def test_help_version_and_argument_errors_do_not_import_tensorflow(tmp_path, args, code):
+    result = subprocess.run([sys.executable, "-c", FAST_ANSWER, *args], capture_output=True,
+                            text=True, cwd=tmp_path)
+    report = result.stderr.strip().splitlines()[-1]
+    assert report.startswith(f"code={code} heavy=[] "), result.stderr[-2000:]
+
+
+def test_cli_method_names_are_the_library_methods():
+    from keras_gradcam._names import METHOD_NAMES
+
+    assert list(METHOD_NAMES) == list(kgc.METHODS)
+    result = subprocess.run([sys.executable, "-m", "keras_gradcam", "explain", "--help"],
+                            capture_output=True, text=True)
+    assert ", ".join(kgc.METHODS) in " ".join(result.stdout.split())
+
+
+def test_lazy_package_gives_every_public_name():
+    code = ("import sys, keras_gradcam as kgc; assert 'tensorflow' not in sys.modules; "
+            "from keras_gradcam import GradCAM; assert 'tensorflow' in sys.modules; "
+            "missing = [n for n in kgc.__all__ if not hasattr(kgc, n)]; "
+            "assert not missing and set(kgc.__all__) <= set(dir(kgc)), missing; "
+            "assert GradCAM is kgc.METHODS['gradcam'] and kgc.metrics.energy_in_mask")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 @pytest.mark.slow
