@@ -162,3 +162,10 @@ def test_callback_refuses_image_methods_by_asking_the_method(tmp_path, images):
     cb = kgc.GradCAMCallback(x, tmp_path, probe_labels=y, method="guided-backprop")
     with pytest.raises(ValueError, match="GuidedBackprop returns images"):
         tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+
+
+def test_every_public_name_resolves():
+    for name in kgc.__all__:
+        assert getattr(kgc, name) is not None, name
+    assert kgc.Explanation is kgc.explanation.Explanation
+    assert kgc.write_explanations.__module__ == "keras_gradcam.writing"
