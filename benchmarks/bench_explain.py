@@ -18,8 +18,8 @@ Sections (select with `--sections`): `speed` (public `GradCAM.__call__` vs forwa
 breakdown: compiled step alone, no resize/normalise, full call), `methods` (every method vs
 Grad-CAM), `scorecam` (Score-CAM vs k forward passes, with `max_channels`), `trace` (100 calls
 with varying batch sizes), `rss` (peak RSS, forward vs Grad-CAM, separate processes), `stream`
-(`iter_explanations` / `write_explanations` over 10,000 images: RSS over time, separate process), `callback`
-(`GradCAMCallback`'s share of the epoch time).
+(`iter_explanations`/`write_explanations`, 10,000 images: RSS over time, separate process),
+`callback` (`GradCAMCallback`'s share of the epoch time).
 
 Prints a table and writes a Markdown report (`--results`, default `benchmarks/RESULTS.md`);
 `benchmarks/analysis.md`, where present, is appended to it verbatim.
@@ -259,7 +259,7 @@ def section_speed(report, name, spec, args):
                 continue
             fns = {
                 "forward": lambda x=x, f=forward: f(x),
-                "step": lambda inputs=inputs, ids=ids, step_fn=step_fn: step_fn(inputs, ids)[
+                "step": lambda inputs=inputs, ids=ids, step_fn=step_fn: step_fn(inputs, ids, {})[
                     "heatmaps"].numpy(),
                 "call": lambda x=x, cam=cam: cam(x),
             }
