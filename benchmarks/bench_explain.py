@@ -60,6 +60,12 @@ TARGETS = {
     "callback": 0.03,
 }
 TARGETED_METHODS = ("gradcam++", "hirescam", "xgradcam", "layercam")
+# The `methods` section's constructor options, and the cost vs Grad-CAM each method is expected
+# to have (small CNN, batch 16, CPU): one line per method that is not a plain one-pass method.
+METHOD_OPTIONS = {
+    "scorecam": {"max_channels": 16},  # ~10x; full Score-CAM is timed in its own section
+    "ablationcam": {},  # one pass through the layers after the target per channel and image
+}
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -314,9 +320,7 @@ def section_methods(report, name, spec, args):
         chosen = methods if which == "all" else [m for m in methods if m in TARGETED_METHODS]
         for method in chosen:
             cls = kgc.METHODS[method]
-            kwargs = {}
-            if method == "scorecam":
-                kwargs["max_channels"] = 16  # full Score-CAM is timed in its own section
+            kwargs = METHOD_OPTIONS.get(method, {})
             try:
                 cam = cls(model, jit_compile=xla, **kwargs)
                 t = interleaved({"gradcam": lambda x=x, b=base: b(x),
@@ -327,7 +331,7 @@ def section_methods(report, name, spec, args):
                 continue
             ratio = t.ratio("m", "gradcam")
             target = TARGETS["method_vs_gradcam"] if method in TARGETED_METHODS else None
-            label = method + (" (max_channels=16)" if method == "scorecam" else "")
+            label = method + "".join(f" ({k}={v})" for k, v in kwargs.items())
             report.row("methods", name, batch, xla, label, t["m"], "GradCAM", ratio, target)
             if target is not None:
                 report.check(f"{method} / GradCAM, {name} b={batch} xla={'on' if xla else 'off'}",

