@@ -65,6 +65,7 @@ TARGETED_METHODS = ("gradcam++", "hirescam", "xgradcam", "layercam")
 METHOD_OPTIONS = {
     "scorecam": {"max_channels": 16},  # ~10x; full Score-CAM is timed in its own section
     "ablationcam": {},  # one pass through the layers after the target per channel and image
+    "kpcacam": {},  # an eigendecomposition of a (positions, positions) kernel matrix per image
 }
 
 

@@ -5,6 +5,7 @@ batches equal their samples one by one, nested and multi-input models, mixed pre
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_gradcam as kgc
 
@@ -98,3 +99,53 @@ def test_ablation_cam_zero_score_gives_zero_weights():
 def test_ablation_cam_rejects_bad_max_channels():
     with pytest.raises(ValueError, match="max_channels"):
         kgc.AblationCAM(conv_gap_dense(), max_channels=0)
+
+
+# ---- KPCA-CAM --------------------------------------------------------------------------------
+
+
+def np_kpca_cam(a, gamma):
+    """Kernel PCA (Schoelkopf et al. 1998) over positions: the projection of each centred
+    feature-space point on the first unit principal axis, signed to correlate with sum_k A."""
+    out = []
+    for sample in a:
+        x = sample.reshape(-1, sample.shape[-1]).astype(np.float64)
+        n = len(x)
+        kernel = np.exp(-gamma * ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+        centring = np.eye(n) - np.full((n, n), 1 / n)
+        centred = centring @ kernel @ centring
+        values, vectors = np.linalg.eigh(centred)
+        assert values[-1] - values[-2] > 1e-3 * values[-1]  # a well-defined first component
+        axis = vectors[:, -1]  # v = sum_i axis_i phi~(x_i) / sqrt(lambda) has unit norm
+        projection = centred @ axis / np.sqrt(values[-1])  # <phi~(x_j), v>
+        strength = x.sum(-1)
+        if projection @ (strength - strength.mean()) < 0:
+            projection = -projection
+        out.append(projection.reshape(sample.shape[:-1]))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("gamma", [None, 0.3])
+def test_kpca_cam_matches_kernel_pca(gamma):
+    cam = kgc.KPCACAM(conv_gap_dense(), gamma=gamma)
+    maps = cam.compute_maps(tf.constant(A), None).numpy()
+    expected = np_kpca_cam(A, 1 / A.shape[-1] if gamma is None else gamma)
+    np.testing.assert_allclose(maps, expected, atol=2e-5)
+
+
+def test_kpca_cam_highlights_the_strong_positions_and_ignores_the_target():
+    a = np.full((1, 5, 5, 3), 0.1, np.float32)
+    a[0, 1:3, 2:4] = [2.0, 1.0, 3.0]  # a strong object on a weak, uniform background
+    cam = kgc.KPCACAM(conv_gap_dense())
+    maps = tf.nn.relu(cam.compute_maps(tf.constant(a), None)).numpy()[0]
+    assert maps[1:3, 2:4].min() > 0 and maps.sum() == pytest.approx(maps[1:3, 2:4].sum())
+    flat = np.zeros_like(a)
+    np.testing.assert_allclose(cam.compute_maps(tf.constant(flat), None).numpy(), 0, atol=1e-6)
+    x = np.random.default_rng(5).random((2, 8, 8, 3), dtype=np.float32)
+    np.testing.assert_allclose(cam(x, 0), cam(x, 2), atol=1e-6)
+
+
+@pytest.mark.parametrize("gamma", [0, -1.0, float("nan"), "auto", True])
+def test_kpca_cam_rejects_bad_gamma(gamma):
+    with pytest.raises(ValueError, match="gamma"):
+        kgc.KPCACAM(conv_gap_dense(), gamma=gamma)

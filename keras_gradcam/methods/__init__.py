@@ -12,6 +12,7 @@ from keras_gradcam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_gradcam.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from keras_gradcam.methods.guided_backprop import GuidedBackprop, GuidedGradCAM
 from keras_gradcam.methods.hires_cam import HiResCAM
+from keras_gradcam.methods.kpca_cam import KPCACAM
 from keras_gradcam.methods.layer_cam import LayerCAM
 from keras_gradcam.methods.score_cam import ScoreCAM
 from keras_gradcam.methods.xgrad_cam import XGradCAM
@@ -21,7 +22,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     for cls in (
         GradCAM, GradCAMPlusPlus, HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, CAM,
         ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM, GuidedBackprop,
-        AblationCAM,
+        AblationCAM, KPCACAM,
     )
 }
 """Every method by name. All return a heatmap `(batch, *spatial)` per sample except the guided
@@ -52,7 +53,7 @@ def get_method(name: str) -> type[BaseCAM]:
 
 
 __all__ = [
-    "AblationCAM",
+    "AblationCAM", "KPCACAM",
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
     "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
