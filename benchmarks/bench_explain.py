@@ -60,12 +60,13 @@ TARGETS = {
     "callback": 0.03,
 }
 TARGETED_METHODS = ("gradcam++", "hirescam", "xgradcam", "layercam")
-# The `methods` section's constructor options, and the cost vs Grad-CAM each method is expected
-# to have (small CNN, batch 16, CPU): one line per method that is not a plain one-pass method.
+# The `methods` section's constructor options per method, with what each costs beyond a forward
+# pass (the section times every method in kgc.METHODS against Grad-CAM).
 METHOD_OPTIONS = {
     "scorecam": {"max_channels": 16},  # ~10x; full Score-CAM is timed in its own section
     "ablationcam": {},  # one pass through the layers after the target per channel and image
     "kpcacam": {},  # an eigendecomposition of a (positions, positions) kernel matrix per image
+    "fem": {},  # nothing: one forward pass, no gradients
 }
 
 

@@ -149,3 +149,46 @@ def test_kpca_cam_highlights_the_strong_positions_and_ignores_the_target():
 def test_kpca_cam_rejects_bad_gamma(gamma):
     with pytest.raises(ValueError, match="gamma"):
         kgc.KPCACAM(conv_gap_dense(), gamma=gamma)
+
+
+# ---- FEM -------------------------------------------------------------------------------------
+
+
+# Hand-made maps with peaks: 2 samples, 4x4 positions, 3 channels.
+PEAKED = RNG.integers(0, 3, (2, 4, 4, 3)).astype(np.float32)
+PEAKED[0, 1, 2, 0] = PEAKED[0, 3, 0, 1] = PEAKED[1, 0, 0, 2] = PEAKED[1, 2, 3, 0] = 12.0
+
+
+def np_fem(a, k):
+    """The paper's k-sigma rule: B^k = 1[A^k > mu_k + k sigma_k], L = sum_k mu_k B^k."""
+    mean = a.mean(axis=(1, 2), keepdims=True)
+    threshold = mean + k * a.std(axis=(1, 2), keepdims=True)  # population std over positions
+    assert np.abs(a - threshold).min() > 1e-3  # no response at the threshold itself
+    return ((a > threshold) * mean).sum(-1)
+
+
+@pytest.mark.parametrize("k", [2.0, 1.0, 0.5])
+def test_fem_matches_the_k_sigma_rule(k):
+    cam = kgc.FEM(conv_gap_dense(), k=k)
+    maps = cam.compute_maps(tf.constant(PEAKED), None).numpy()
+    expected = np_fem(PEAKED.astype(np.float64), k)
+    np.testing.assert_allclose(maps, expected, atol=1e-5)
+    assert (expected > 0).mean() < 0.5 and expected.max() > 0
+
+
+def test_fem_drops_constant_channels_and_ignores_the_target():
+    a = np.zeros((1, 3, 3, 2), np.float32)
+    a[..., 0] = 5.0  # constant: sigma = 0, nothing is above the mean
+    a[0, 1, 1, 1] = 9.0  # one outlier: mean 1, std 2 sqrt(2) ~ 2.83, 9 > 1 + 2 * 2.83
+    maps = kgc.FEM(conv_gap_dense()).compute_maps(tf.constant(a), None).numpy()
+    expected = np.zeros((1, 3, 3), np.float32)
+    expected[0, 1, 1] = 1.0
+    np.testing.assert_allclose(maps, expected, atol=1e-6)
+    x = np.random.default_rng(6).random((2, 8, 8, 3), dtype=np.float32)
+    cam = kgc.FEM(conv_gap_dense())
+    np.testing.assert_allclose(cam(x, 0), cam(x, 1), atol=1e-6)
+
+
+def test_fem_rejects_a_bad_k():
+    with pytest.raises(ValueError, match="`k` must be"):
+        kgc.FEM(conv_gap_dense(), k="2")

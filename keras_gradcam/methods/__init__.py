@@ -7,6 +7,7 @@ from keras_gradcam.methods.ablation_cam import AblationCAM
 from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.cam import CAM
 from keras_gradcam.methods.eigen_cam import EigenCAM, EigenGradCAM
+from keras_gradcam.methods.fem import FEM
 from keras_gradcam.methods.grad_cam import GradCAM
 from keras_gradcam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_gradcam.methods.grad_cam_plus_plus import GradCAMPlusPlus
@@ -22,7 +23,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     for cls in (
         GradCAM, GradCAMPlusPlus, HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, CAM,
         ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM, GuidedBackprop,
-        AblationCAM, KPCACAM,
+        AblationCAM, KPCACAM, FEM,
     )
 }
 """Every method by name. All return a heatmap `(batch, *spatial)` per sample except the guided
@@ -53,7 +54,7 @@ def get_method(name: str) -> type[BaseCAM]:
 
 
 __all__ = [
-    "AblationCAM", "KPCACAM",
+    "AblationCAM", "FEM", "KPCACAM",
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
     "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
