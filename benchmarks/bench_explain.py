@@ -67,6 +67,7 @@ METHOD_OPTIONS = {
     "ablationcam": {},  # one pass through the layers after the target per channel and image
     "kpcacam": {},  # an eigendecomposition of a (positions, positions) kernel matrix per image
     "fem": {},  # nothing: one forward pass, no gradients
+    "finercam": {},  # as Grad-CAM, plus a top-k over the classes
 }
 
 

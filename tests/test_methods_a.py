@@ -192,3 +192,61 @@ def test_fem_drops_constant_channels_and_ignores_the_target():
 def test_fem_rejects_a_bad_k():
     with pytest.raises(ValueError, match="`k` must be"):
         kgc.FEM(conv_gap_dense(), k="2")
+
+
+# ---- Finer-CAM -------------------------------------------------------------------------------
+
+
+def np_contrast(scores, ids, references, alpha):
+    """The paper's score y^c - alpha * mean(y^d), d the classes closest to y^c in score."""
+    out = []
+    for row, c in zip(scores, ids):
+        others = [d for d in np.argsort(np.abs(row - row[c]), kind="stable") if d != c]
+        out.append(row[c] - alpha * row[others[:references]].mean())
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("references", "alpha"), [(3, 1.0), (1, 0.5), (9, 1.0)])
+def test_finer_cam_contrast_score_matches_the_paper(references, alpha):
+    from keras_gradcam.methods.finer_cam import contrast_scores
+
+    scores = np.array([[5.0, 4.4, 1.0, 4.9, -2.0, 3.2], [0.0, 1.1, 2.3, 3.6, 4.0, 5.0]], np.float32)
+    ids = np.array([0, 3], np.int32)
+    got = contrast_scores(tf.constant(scores), tf.constant(ids), references, alpha).numpy()
+    np.testing.assert_allclose(got, np_contrast(scores, ids, references, alpha), rtol=1e-6)
+
+
+@pytest.mark.parametrize("targets", [None, [4, 1, 0]])
+def test_finer_cam_is_gradcam_of_the_contrast(targets):
+    model = conv_gap_dense(classes=6)
+    x = np.random.default_rng(7).random((3, 8, 8, 3), dtype=np.float32)
+    explanation = kgc.FinerCAM(model).explain(x, targets, resize=False, normalize=False)
+    features = outputs_of(model, ["features"], x).numpy()
+    kernel, bias = model.get_layer("dense").get_weights()
+    logits = features.mean(axis=(1, 2)) @ kernel + bias
+    ids = logits.argmax(-1) if targets is None else np.array(targets)
+    np.testing.assert_array_equal(explanation.targets, ids)
+    np.testing.assert_allclose(explanation.scores, np_contrast(logits, ids, 3, 1.0), rtol=1e-4,
+                               atol=1e-5)
+    # d s / dA = (W_c - mean_d W_d) / (h w) at every position: Grad-CAM's weights of s.
+    expected = []
+    for i, c in enumerate(ids):
+        others = [d for d in np.argsort(np.abs(logits[i] - logits[i, c]), kind="stable") if d != c]
+        weights = (kernel[:, c] - kernel[:, others[:3]].mean(-1)) / 64
+        expected.append(relu(features[i] @ weights))
+    np.testing.assert_allclose(explanation.heatmaps, np.stack(expected), rtol=1e-4, atol=1e-6)
+
+
+def test_finer_cam_with_alpha_zero_is_gradcam_and_refuses_callables(images):
+    model = conv_gap_dense(classes=6, size=16)
+    np.testing.assert_allclose(kgc.FinerCAM(model, alpha=0)(images, 2),
+                               kgc.GradCAM(model)(images, 2), atol=1e-6)
+    with pytest.raises(kgc.ModelNotSupportedError, match="callable target"):
+        kgc.FinerCAM(model)(images, lambda y: y[:, 0])
+
+
+@pytest.mark.parametrize(("option", "value"), [("references", 0), ("alpha", "1"),
+                                               ("alpha", float("inf"))])
+def test_finer_cam_rejects_bad_options(option, value):
+    with pytest.raises(ValueError, match=option):
+        kgc.FinerCAM(conv_gap_dense(), **{option: value})

@@ -8,6 +8,7 @@ from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.cam import CAM
 from keras_gradcam.methods.eigen_cam import EigenCAM, EigenGradCAM
 from keras_gradcam.methods.fem import FEM
+from keras_gradcam.methods.finer_cam import FinerCAM
 from keras_gradcam.methods.grad_cam import GradCAM
 from keras_gradcam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_gradcam.methods.grad_cam_plus_plus import GradCAMPlusPlus
@@ -23,7 +24,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     for cls in (
         GradCAM, GradCAMPlusPlus, HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, CAM,
         ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM, GuidedBackprop,
-        AblationCAM, KPCACAM, FEM,
+        AblationCAM, KPCACAM, FEM, FinerCAM,
     )
 }
 """Every method by name. All return a heatmap `(batch, *spatial)` per sample except the guided
@@ -54,7 +55,7 @@ def get_method(name: str) -> type[BaseCAM]:
 
 
 __all__ = [
-    "AblationCAM", "FEM", "KPCACAM",
+    "AblationCAM", "FEM", "FinerCAM", "KPCACAM",
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
     "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
