@@ -68,6 +68,7 @@ METHOD_OPTIONS = {
     "kpcacam": {},  # an eigendecomposition of a (positions, positions) kernel matrix per image
     "fem": {},  # nothing: one forward pass, no gradients
     "finercam": {},  # as Grad-CAM, plus a top-k over the classes
+    "shapleycam": {},  # a Hessian-vector product: about one more backward pass
 }
 
 

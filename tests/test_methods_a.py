@@ -250,3 +250,45 @@ def test_finer_cam_with_alpha_zero_is_gradcam_and_refuses_callables(images):
 def test_finer_cam_rejects_bad_options(option, value):
     with pytest.raises(ValueError, match=option):
         kgc.FinerCAM(conv_gap_dense(), **{option: value})
+
+
+# ---- Shapley-CAM -----------------------------------------------------------------------------
+
+
+def np_shapley_cam_softmax_head(features, kernel, bias, ids):
+    """w = mean_ij (g - HA / 2) for y = softmax(W^T mean(A) + b)_c, from the closed forms
+    dp_c/dz = p_c (e_c - p), d2p_c/dz2 = p_c ((e_c - p)(e_c - p)^T - diag(p) + p p^T) and
+    dz/dA_ijk = W_k / (h w) (the same at every position)."""
+    maps = []
+    for a, c in zip(features, ids):
+        positions = a.shape[0] * a.shape[1]
+        z = a.mean(axis=(0, 1)) @ kernel + bias
+        p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        e = np.eye(len(p))[c]
+        gradient_z = p[c] * (e - p)
+        hessian_z = p[c] * (np.outer(e - p, e - p) - np.diag(p) + np.outer(p, p))
+        g = kernel @ gradient_z / positions  # d y / dA_ijk, per channel k
+        hessian_times_a = kernel @ (hessian_z @ (a.mean(axis=(0, 1)) @ kernel)) / positions
+        maps.append(relu(a @ (g - 0.5 * hessian_times_a)))
+    return np.stack(maps)
+
+
+def test_shapley_cam_matches_the_closed_form_on_a_softmax_head():
+    model = conv_gap_dense(classes=4)
+    dense = model.get_layer("dense")
+    dense.set_weights([dense.kernel.numpy() * 8, dense.bias.numpy()])  # a curved softmax
+    x = np.random.default_rng(8).random((3, 8, 8, 3), dtype=np.float32)
+    ids = [1, 3, 0]
+    got = kgc.ShapleyCAM(model, score="probability")(x, ids, resize=False, normalize=False)
+    features = outputs_of(model, ["features"], x).numpy().astype(np.float64)
+    kernel, bias = (w.astype(np.float64) for w in dense.get_weights())
+    expected = np_shapley_cam_softmax_head(features, kernel, bias, ids)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-7)
+    grad = kgc.GradCAM(model, score="probability")(x, ids, resize=False, normalize=False)
+    assert np.abs(got - grad).max() > 0.05 * np.abs(grad).max()  # HA / 2 matters here
+
+
+def test_shapley_cam_is_gradcam_where_the_score_is_linear_in_the_maps(images):
+    model = conv_gap_dense(classes=3, size=16)  # logits: linear in A
+    np.testing.assert_allclose(kgc.ShapleyCAM(model)(images, [0, 1, 2, 1]),
+                               kgc.GradCAM(model)(images, [0, 1, 2, 1]), atol=1e-6)

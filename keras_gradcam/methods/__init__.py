@@ -17,6 +17,7 @@ from keras_gradcam.methods.hires_cam import HiResCAM
 from keras_gradcam.methods.kpca_cam import KPCACAM
 from keras_gradcam.methods.layer_cam import LayerCAM
 from keras_gradcam.methods.score_cam import ScoreCAM
+from keras_gradcam.methods.shapley_cam import ShapleyCAM
 from keras_gradcam.methods.xgrad_cam import XGradCAM
 
 METHODS: dict[str, type[BaseCAM]] = {
@@ -24,7 +25,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     for cls in (
         GradCAM, GradCAMPlusPlus, HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, CAM,
         ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM, GuidedBackprop,
-        AblationCAM, KPCACAM, FEM, FinerCAM,
+        AblationCAM, KPCACAM, FEM, FinerCAM, ShapleyCAM,
     )
 }
 """Every method by name. All return a heatmap `(batch, *spatial)` per sample except the guided
@@ -55,7 +56,7 @@ def get_method(name: str) -> type[BaseCAM]:
 
 
 __all__ = [
-    "AblationCAM", "FEM", "FinerCAM", "KPCACAM",
+    "AblationCAM", "FEM", "FinerCAM", "KPCACAM", "ShapleyCAM",
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
     "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
