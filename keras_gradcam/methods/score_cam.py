@@ -24,6 +24,11 @@ class ScoreCAM(BaseCAM):
     the score of a baseline input first; a constant shift leaves a softmax unchanged.
     The `batch * channels` masked inputs run `batch_size` at a time inside the compiled step.
 
+    Masks are upsampled with half-pixel bilinear resizing (`tf.image.resize`, Keras' and
+    TensorFlow's convention); pytorch-grad-cam upsamples with `align_corners=True`, which
+    shifts and stretches each mask slightly, so the channel scores and the maps differ by up
+    to 10%.
+
     Args:
         max_channels: Keep only the `max_channels` channels of highest spatial variance per
             sample (Faster Score-CAM); `None` (default) keeps all. The cost is one forward
