@@ -104,14 +104,16 @@ def test_ablation_cam_rejects_bad_max_channels():
 # ---- KPCA-CAM --------------------------------------------------------------------------------
 
 
-def np_kpca_cam(a, gamma):
+def np_kpca_cam(a, gamma=None):
     """Kernel PCA (Schoelkopf et al. 1998) over positions: the projection of each centred
-    feature-space point on the first unit principal axis, signed to correlate with sum_k A."""
+    feature-space point on the first unit principal axis, signed to correlate with sum_k A.
+    `gamma=None`: 1 / the mean squared distance between positions."""
     out = []
     for sample in a:
         x = sample.reshape(-1, sample.shape[-1]).astype(np.float64)
         n = len(x)
-        kernel = np.exp(-gamma * ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+        squared = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+        kernel = np.exp(-(1 / squared.mean() if gamma is None else gamma) * squared)
         centring = np.eye(n) - np.full((n, n), 1 / n)
         centred = centring @ kernel @ centring
         values, vectors = np.linalg.eigh(centred)
@@ -129,8 +131,14 @@ def np_kpca_cam(a, gamma):
 def test_kpca_cam_matches_kernel_pca(gamma):
     cam = kgc.KPCACAM(conv_gap_dense(), gamma=gamma)
     maps = cam.compute_maps(tf.constant(A), None).numpy()
-    expected = np_kpca_cam(A, 1 / A.shape[-1] if gamma is None else gamma)
-    np.testing.assert_allclose(maps, expected, atol=2e-5)
+    np.testing.assert_allclose(maps, np_kpca_cam(A, gamma), atol=2e-5)
+
+
+def test_kpca_cam_default_gamma_follows_the_activations_scale():
+    cam = kgc.KPCACAM(conv_gap_dense())
+    maps = cam.compute_maps(tf.constant(A), None).numpy()
+    scaled = cam.compute_maps(tf.constant(A * 50), None).numpy()
+    np.testing.assert_allclose(scaled, maps, rtol=1e-3, atol=1e-5)  # gamma scales by 1/2500
 
 
 def test_kpca_cam_highlights_the_strong_positions_and_ignores_the_target():
