@@ -65,7 +65,7 @@ TARGETED_METHODS = ("gradcam++", "hirescam", "xgradcam", "layercam")
 METHOD_OPTIONS = {
     "scorecam": {"max_channels": 16},  # ~10x; full Score-CAM is timed in its own section
     "ablationcam": {},  # 3.7x: a pass through the layers after the target per channel, image
-    "kpcacam": {},  # 6x: an eigendecomposition of a (positions, positions) matrix per image
+    "kpcacam": {},  # 6-7x: an eigendecomposition of a (positions, positions) matrix per image
     "fem": {},  # 1.0x: one forward pass, no gradients
     "finercam": {},  # 1.0x: Grad-CAM plus a top-k over the classes
     "shapleycam": {},  # 1.0x (linear head; 1.25x from conv2): a Hessian-vector product
