@@ -60,6 +60,16 @@ TARGETS = {
     "callback": 0.03,
 }
 TARGETED_METHODS = ("gradcam++", "hirescam", "xgradcam", "layercam")
+# The `methods` section's constructor options per method, with its cost vs Grad-CAM measured on
+# the small CNN (b=16, CPU, no XLA); the section times every method in kgc.METHODS.
+METHOD_OPTIONS = {
+    "scorecam": {"max_channels": 16},  # ~10x; full Score-CAM is timed in its own section
+    "ablationcam": {},  # 3.7x: a pass through the layers after the target per channel, image
+    "kpcacam": {},  # 6-7x: an eigendecomposition of a (positions, positions) matrix per image
+    "fem": {},  # 1.0x: one forward pass, no gradients
+    "finercam": {},  # 1.0x: Grad-CAM plus a top-k over the classes
+    "shapleycam": {},  # 1.0x (linear head; 1.25x from conv2): a Hessian-vector product
+}
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -314,9 +324,7 @@ def section_methods(report, name, spec, args):
         chosen = methods if which == "all" else [m for m in methods if m in TARGETED_METHODS]
         for method in chosen:
             cls = kgc.METHODS[method]
-            kwargs = {}
-            if method == "scorecam":
-                kwargs["max_channels"] = 16  # full Score-CAM is timed in its own section
+            kwargs = METHOD_OPTIONS.get(method, {})
             try:
                 cam = cls(model, jit_compile=xla, **kwargs)
                 t = interleaved({"gradcam": lambda x=x, b=base: b(x),
@@ -327,7 +335,7 @@ def section_methods(report, name, spec, args):
                 continue
             ratio = t.ratio("m", "gradcam")
             target = TARGETS["method_vs_gradcam"] if method in TARGETED_METHODS else None
-            label = method + (" (max_channels=16)" if method == "scorecam" else "")
+            label = method + "".join(f" ({k}={v})" for k, v in kwargs.items())
             report.row("methods", name, batch, xla, label, t["m"], "GradCAM", ratio, target)
             if target is not None:
                 report.check(f"{method} / GradCAM, {name} b={batch} xla={'on' if xla else 'off'}",

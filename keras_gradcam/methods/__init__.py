@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from keras_gradcam.explanation import Explanation
+from keras_gradcam.methods.ablation_cam import AblationCAM
 from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.cam import CAM
 from keras_gradcam.methods.eigen_cam import EigenCAM, EigenGradCAM
+from keras_gradcam.methods.fem import FEM
+from keras_gradcam.methods.finer_cam import FinerCAM
 from keras_gradcam.methods.grad_cam import GradCAM
 from keras_gradcam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_gradcam.methods.grad_cam_plus_plus import GradCAMPlusPlus
 from keras_gradcam.methods.guided_backprop import GuidedBackprop, GuidedGradCAM
 from keras_gradcam.methods.hires_cam import HiResCAM
+from keras_gradcam.methods.kpca_cam import KPCACAM
 from keras_gradcam.methods.layer_cam import LayerCAM
 from keras_gradcam.methods.score_cam import ScoreCAM
+from keras_gradcam.methods.shapley_cam import ShapleyCAM
 from keras_gradcam.methods.xgrad_cam import XGradCAM
 
 METHODS: dict[str, type[BaseCAM]] = {
@@ -20,6 +25,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     for cls in (
         GradCAM, GradCAMPlusPlus, HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, CAM,
         ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM, GuidedBackprop,
+        AblationCAM, KPCACAM, FEM, FinerCAM, ShapleyCAM,
     )
 }
 """Every method by name. All return a heatmap `(batch, *spatial)` per sample except the guided
@@ -50,6 +56,7 @@ def get_method(name: str) -> type[BaseCAM]:
 
 
 __all__ = [
+    "AblationCAM", "FEM", "FinerCAM", "KPCACAM", "ShapleyCAM",
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
     "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
