@@ -87,7 +87,8 @@ def ablated_scores(run: Pass, channels: tf.Tensor | None, chunk: int) -> tf.Tens
         ablated = tf.gather(activations, sample) * per_channel(keep, activations)
         inputs = keras.tree.pack_sequence_as(run.inputs, [tf.gather(x, sample) for x in leaves])
         _, outputs = run.score_model(inputs, lambda maps: tf.cast(ablated, maps.dtype))
-        value = run.rule(outputs, tf.gather(run.ids, sample), run.target_fn).scores
+        data = {k: tf.gather(v, sample) for k, v in run.data.items()}
+        value = run.rule(outputs, tf.gather(run.ids, sample), run.target, data).scores
         return i + 1, scores.write(i, value)
 
     array = tf.TensorArray(tf.float32, size=steps, element_shape=(chunk,))

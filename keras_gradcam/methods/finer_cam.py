@@ -67,13 +67,14 @@ class ContrastRule(ScoreRule):
     references: int = 3
     alpha: float = 1.0
 
-    def __call__(self, outputs: list, ids: tf.Tensor, target_fn, groups: int = 1) -> Scores:
-        if target_fn is not None:
+    def __call__(self, outputs: list, ids: tf.Tensor, target, data=None,
+                 groups: int = 1) -> Scores:
+        if target is not None:
             raise ModelNotSupportedError(
                 "Finer-CAM compares the target class with similar classes and cannot use a "
                 "callable target. Pass class indices, or use GradCAM for custom scores."
             )
-        scores = super().__call__(outputs, ids, None, groups)
+        scores = super().__call__(outputs, ids, None, data, groups)
         contrast = contrast_scores(scores.class_scores, scores.ids, self.references, self.alpha)
         return dataclasses.replace(scores, scores=contrast)
 

@@ -39,13 +39,15 @@ class ShapleyCAM(GradCAM):
 
     name = "shapleycam"
 
-    def forward(self, inputs, ids, target_fn, score_model=None, groups: int = 1) -> Pass:
+    def forward(self, inputs, ids, target=None, data=None, score_model=None,
+                groups: int = 1) -> Pass:
         """`BaseCAM.forward`, with the run's `gradients` holding `g - HA / 2`."""
         score_model = score_model or self.score_models[0]
         watched = _Watched(score_model)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             watched.tape = tape
-            run = run_forward(watched, self.score_rule, inputs, ids, target_fn, True, groups)
+            run = run_forward(watched, self.score_rule, inputs, ids, target, data or {}, True,
+                              groups)
         product = tape.gradient(run.gradients, watched.maps, output_gradients=run.activations,
                                 unconnected_gradients=tf.UnconnectedGradients.ZERO)
         corrected = run.gradients - 0.5 * tf.cast(product, tf.float32)
