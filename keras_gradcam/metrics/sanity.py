@@ -8,6 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from keras_gradcam.layers import path_name, walk
 from keras_gradcam.metrics._checks import mean
 
 Explainer = Callable[[Any, Any], Any]  # (images, targets) -> maps (n, H, W)
@@ -175,21 +176,15 @@ def _layer_paths(model, layers) -> list[tuple[int, ...]]:
 
 
 def _find(model, spec) -> tuple[int, ...] | None:
-    if isinstance(spec, str) and "/" in spec:
-        path, current = [], model
-        for name in spec.split("/"):
-            names = [layer.name for layer in getattr(current, "layers", [])]
-            if name not in names:
-                return None
-            path.append(names.index(name))
-            current = current.layers[path[-1]]
-        return tuple(path)
-    for i, layer in enumerate(model.layers):
-        if layer is spec or (isinstance(spec, str) and layer.name == spec):
-            return (i,)
-    for i, layer in enumerate(model.layers):
-        if isinstance(layer, keras.Model):
-            inner = _find(layer, spec)
-            if inner is not None:
-                return (i, *inner)
-    return None
+    """Indices from `model.layers` down to the layer `spec` (an object, a name or an
+    "outer/inner" path), found with `keras_gradcam.layers.walk`; top-level layers first."""
+    matches = [
+        path for path in walk(model)
+        if path[-1] is spec or (isinstance(spec, str) and spec in (path_name(path),
+                                                                    path[-1].name))
+    ]
+    if not matches:
+        return None
+    path = min(matches, key=len)
+    containers = (model, *path[:-1])
+    return tuple(c.layers.index(layer) for c, layer in zip(containers, path))
