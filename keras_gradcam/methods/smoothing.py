@@ -6,8 +6,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_gradcam.inputs import is_image
-
 FLIPS = (False, True)
 SCALES = (1.0, 1.1, 0.9)
 
@@ -79,4 +77,4 @@ class Augmentation:
 
 
 def _is_image(x) -> bool:
-    return is_image(x, 2, floating=True)
+    return x.shape.rank == 4 and x.dtype.is_floating
