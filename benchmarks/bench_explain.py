@@ -60,6 +60,11 @@ TARGETS = {
     "callback": 0.03,
 }
 TARGETED_METHODS = ("gradcam++", "hirescam", "xgradcam", "layercam")
+# Constructor options of the methods section (full Score-CAM is timed in its own section).
+METHOD_OPTIONS = {
+    "scorecam": {"max_channels": 16},
+    "sscam": {"max_channels": 16}, "iscam": {"max_channels": 16},  # issue 18, part B
+}
 
 
 # ---- models --------------------------------------------------------------------------------
@@ -314,9 +319,7 @@ def section_methods(report, name, spec, args):
         chosen = methods if which == "all" else [m for m in methods if m in TARGETED_METHODS]
         for method in chosen:
             cls = kgc.METHODS[method]
-            kwargs = {}
-            if method == "scorecam":
-                kwargs["max_channels"] = 16  # full Score-CAM is timed in its own section
+            kwargs = METHOD_OPTIONS.get(method, {})
             try:
                 cam = cls(model, jit_compile=xla, **kwargs)
                 t = interleaved({"gradcam": lambda x=x, b=base: b(x),
@@ -327,7 +330,8 @@ def section_methods(report, name, spec, args):
                 continue
             ratio = t.ratio("m", "gradcam")
             target = TARGETS["method_vs_gradcam"] if method in TARGETED_METHODS else None
-            label = method + (" (max_channels=16)" if method == "scorecam" else "")
+            options = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+            label = method + (f" ({options})" if options else "")
             report.row("methods", name, batch, xla, label, t["m"], "GradCAM", ratio, target)
             if target is not None:
                 report.check(f"{method} / GradCAM, {name} b={batch} xla={'on' if xla else 'off'}",

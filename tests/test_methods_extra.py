@@ -1,0 +1,88 @@
+"""Issue 18, part B: SS-CAM, IS-CAM, Smooth Grad-CAM++, FullGrad and Deep Feature Factorization
+against numpy references written from their papers' formulas. (The method x model x setting
+matrix of test_methods.py covers every method of `kgc.METHODS`.)"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from test_methods import conv_gap_dense, feature_maps, relu
+
+import keras_gradcam as kgc
+
+# ---- SS-CAM and IS-CAM: Score-CAM with averaged mask scores, by brute force ------------------
+
+
+def np_averaged_score_cam(model, x, targets, variants):
+    """Score-CAM's loop with each channel's score averaged over `variants(mask, k)`: a list of
+    masks per channel (noisy copies for SS-CAM, scaled ones for IS-CAM)."""
+    features = feature_maps(model, "features", x)
+    kernel, bias = model.get_layer("dense").get_weights()
+    pooled = keras.Model(model.inputs[0], model.get_layer("gap").output)
+    size = x.shape[1:3]
+    expected = []
+    for i, target in enumerate(targets):
+        scores = []
+        for k in range(features.shape[-1]):
+            up = tf.image.resize(features[i, :, :, k][None, :, :, None], size).numpy()[0, ..., 0]
+            span = up.max() - up.min()
+            mask = (up - up.min()) / span if span > 0 else np.zeros_like(up)
+            masked = np.stack([x[i] * m[:, :, None] for m in variants(mask, k)])
+            scores.append(np.mean((pooled(masked).numpy() @ kernel + bias)[:, target]))
+        weights = np.exp(scores - np.max(scores))
+        weights /= weights.sum()
+        expected.append(relu(np.einsum("hwk,k->hw", features[i], weights)))
+    return np.stack(expected)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return conv_gap_dense(activation="softmax", size=8)
+
+
+@pytest.fixture
+def x8():
+    return np.random.default_rng(2).random((2, 8, 8, 3), dtype=np.float32)
+
+
+def test_sscam_averages_the_scores_of_noisy_masks(small, x8):
+    cam = kgc.SSCAM(small, samples=3, sigma=0.5, seed=7, batch_size=4)
+    got = cam(x8, [0, 2], resize=False, normalize=False)
+    noise = [cam.mask_noise((5, 8, 8), j).numpy() for j in range(3)]
+    assert not np.allclose(noise[0], noise[1])
+    expected = np_averaged_score_cam(
+        small, x8, [0, 2], lambda mask, k: [mask + 0.5 * n[k] for n in noise]
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_iscam_integrates_the_mask_from_zero_to_one(small, x8):
+    got = kgc.ISCAM(small, samples=4, batch_size=3)(x8, [1, 0], resize=False, normalize=False)
+    expected = np_averaged_score_cam(
+        small, x8, [1, 0], lambda mask, k: [mask * i / 4 for i in range(1, 5)]
+    )
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cam", [
+    lambda m: kgc.SSCAM(m, sigma=0.0, samples=2), lambda m: kgc.ISCAM(m, samples=1),
+])
+def test_score_cam_variants_reduce_to_score_cam(cam, small, x8):
+    expected = kgc.ScoreCAM(small)(x8, [0, 1])
+    np.testing.assert_allclose(cam(small)(x8, [0, 1]), expected, atol=1e-5)
+
+
+def test_sscam_noise_is_seeded(small, x8):
+    a = kgc.SSCAM(small, samples=2, sigma=0.3, seed=1)(x8)
+    np.testing.assert_array_equal(a, kgc.SSCAM(small, samples=2, sigma=0.3, seed=1)(x8))
+    assert not np.allclose(a, kgc.SSCAM(small, samples=2, sigma=0.3, seed=2)(x8), atol=1e-4)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"samples": 0}, "`samples` must be a positive int"),
+    ({"sigma": -1.0}, "`sigma` must be a finite number >= 0"),
+    ({"sigma": float("nan")}, "`sigma` must be a finite number >= 0"),
+])
+def test_sscam_checks_its_arguments(kwargs, match, small):
+    with pytest.raises(ValueError, match=match):
+        kgc.SSCAM(small, **kwargs)
