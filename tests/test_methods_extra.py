@@ -86,3 +86,53 @@ def test_sscam_noise_is_seeded(small, x8):
 def test_sscam_checks_its_arguments(kwargs, match, small):
     with pytest.raises(ValueError, match=match):
         kgc.SSCAM(small, **kwargs)
+
+
+# ---- Smooth Grad-CAM++: averaged gradient powers --------------------------------------------
+
+RNG = np.random.default_rng(5)
+A = RNG.integers(0, 4, (2, 3, 3, 3)).astype(np.float32)  # hand-made: zeros and signs
+GS = RNG.integers(-2, 3, (4, 2, 3, 3, 3)).astype(np.float32)  # 4 noisy copies
+
+
+def np_smooth_gradcam_plus_plus(a, gs):
+    d1, d2, d3 = gs.mean(axis=0), (gs**2).mean(axis=0), (gs**3).mean(axis=0)
+    denominator = 2 * d2 + a.sum(axis=(1, 2), keepdims=True) * d3
+    alpha = np.where(denominator != 0, d2 / np.where(denominator == 0, 1, denominator), 0)
+    return np.einsum("bhwk,bk->bhw", a, (alpha * relu(d1)).sum(axis=(1, 2)))
+
+
+def test_smooth_gradcam_plus_plus_hook_matches_numpy(small):
+    cam = kgc.SmoothGradCAMPlusPlus(small, samples=4)
+    maps = cam.compute_maps(tf.constant(A), tf.constant(GS)).numpy()
+    np.testing.assert_allclose(maps, np_smooth_gradcam_plus_plus(A, GS), atol=1e-5)
+    assert (maps != 0).any()
+
+
+def test_smooth_gradcam_plus_plus_on_the_noisy_copies_gradients(small, x8):
+    cam = kgc.SmoothGradCAMPlusPlus(small, layer="conv1", samples=3, sigma=0.2, seed=3)
+    got = cam(x8, [2, 1], resize=False, normalize=False)
+    copies = cam.noisy_copies(tf.constant(x8)).numpy()
+    spread = x8.max(axis=(1, 2, 3)) - x8.min(axis=(1, 2, 3))
+    np.testing.assert_array_equal(copies[:2], x8)
+    noise = (copies[2:].reshape(3, 2, 8, 8, 3) - x8) / (0.2 * spread[None, :, None, None, None])
+    np.testing.assert_allclose(noise[:, 0], noise[:, 1], atol=1e-4)  # one pattern per copy
+    conv1 = keras.Model(small.inputs[0], small.get_layer("conv1").output)
+    kernel, bias = small.get_layer("dense").get_weights()
+    grads = []
+    for rows in np.split(copies, 4):
+        a = tf.constant(conv1(rows).numpy())
+        with tf.GradientTape() as tape:
+            tape.watch(a)
+            pooled = small.get_layer("gap")(small.get_layer("features")(a))
+            logits = pooled @ kernel + bias
+            score = tf.reduce_sum(tf.gather(logits, [2, 1], axis=1, batch_dims=1))
+        grads.append(tape.gradient(score, a).numpy())
+    expected = relu(np_smooth_gradcam_plus_plus(conv1(x8).numpy(), np.stack(grads[1:])))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_smooth_gradcam_plus_plus_without_noise_is_gradcam_plus_plus(small, x8):
+    layer = "conv1"
+    smooth = kgc.SmoothGradCAMPlusPlus(small, layer, sigma=0.0, samples=2)(x8)
+    np.testing.assert_allclose(smooth, kgc.GradCAMPlusPlus(small, layer)(x8), atol=1e-5)

@@ -14,6 +14,7 @@ from keras_gradcam.methods.hires_cam import HiResCAM
 from keras_gradcam.methods.is_cam import ISCAM
 from keras_gradcam.methods.layer_cam import LayerCAM
 from keras_gradcam.methods.score_cam import ScoreCAM
+from keras_gradcam.methods.smooth_grad_cam_plus_plus import SmoothGradCAMPlusPlus
 from keras_gradcam.methods.ss_cam import SSCAM
 from keras_gradcam.methods.xgrad_cam import XGradCAM
 
@@ -22,7 +23,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     for cls in (
         GradCAM, GradCAMPlusPlus, HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, CAM,
         ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM, GuidedBackprop,
-        SSCAM, ISCAM,  # issue 18, part B
+        SSCAM, ISCAM, SmoothGradCAMPlusPlus,  # issue 18, part B
     )
 }
 """Every method by name. All return a heatmap `(batch, *spatial)` per sample except the guided
@@ -56,5 +57,5 @@ __all__ = [
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
     "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
-    "ISCAM", "SSCAM",
+    "ISCAM", "SSCAM", "SmoothGradCAMPlusPlus",
 ]
