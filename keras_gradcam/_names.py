@@ -3,5 +3,5 @@
 METHOD_NAMES = (
     "gradcam", "gradcam++", "hirescam", "gradcam-elementwise", "xgradcam", "layercam", "cam",
     "scorecam", "eigencam", "eigengradcam", "guided-gradcam", "guided-backprop",
-    "sscam", "iscam", "smoothgradcam++",
+    "sscam", "iscam", "smoothgradcam++", "fullgrad",
 )

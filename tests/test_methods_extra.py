@@ -136,3 +136,95 @@ def test_smooth_gradcam_plus_plus_without_noise_is_gradcam_plus_plus(small, x8):
     layer = "conv1"
     smooth = kgc.SmoothGradCAMPlusPlus(small, layer, sigma=0.0, samples=2)(x8)
     np.testing.assert_allclose(smooth, kgc.GradCAMPlusPlus(small, layer)(x8), atol=1e-5)
+
+
+# ---- FullGrad: completeness, the per-position bias rule, and psi ----------------------------
+
+
+def relu_network(head_activation=None):
+    """A ReLU network with every kind of bias: conv (fused ReLU), depthwise conv, batch norm
+    with non-trivial statistics, max pooling, a nested backbone, dense layers."""
+    inner = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inner)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    backbone = keras.Model(inner, keras.layers.ReLU()(x), name="backbone")
+    image = keras.Input((8, 8, 3), name="image")
+    x = keras.layers.Conv2D(5, 1, activation="relu", name="c2")(backbone(image))
+    x = keras.layers.Dense(6, activation="relu", name="pointwise")(x)  # dense on a map: spatial
+    x = keras.layers.Dense(3, activation="relu", name="d1")(keras.layers.Flatten()(x))
+    model = keras.Model(image, keras.layers.Dense(3, activation=head_activation, name="out")(x))
+    rng = np.random.default_rng(6)
+    bn = backbone.get_layer("bn")
+    bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(size=4), rng.normal(size=4),
+                    rng.uniform(0.5, 2, 4)])
+    for layer in (backbone.get_layer("c1"), backbone.get_layer("dw"), model.get_layer("c2"),
+                  model.get_layer("pointwise"), model.get_layer("d1"), model.get_layer("out")):
+        layer.bias.assign(rng.normal(0, 0.3, layer.bias.shape))
+    return model
+
+
+@pytest.mark.parametrize("head", [None, "softmax"])
+def test_fullgrad_terms_sum_to_the_score(head):
+    # The paper's completeness: f(x) = sum(x * df/dx) + sum_l sum(b_l * df/db_l) for a ReLU
+    # network, the score taken before the softmax.
+    model = relu_network(head)
+    x = np.random.default_rng(7).normal(size=(3, 8, 8, 3)).astype(np.float32)
+    cam = kgc.FullGrad(model)
+    terms, scores = cam.gradient_terms(tf.constant(x), tf.constant([0, 1, 2]))
+    assert len(terms) == 1 + 7  # input, c1, bn, dw, c2, pointwise, d1, out
+    assert [t.shape.rank for t in terms] == [4, 4, 4, 4, 4, 4, 2, 2]
+    total = sum(tf.reduce_sum(t, axis=list(range(1, t.shape.rank))) for t in terms).numpy()
+    np.testing.assert_allclose(total, scores.scores.numpy(), rtol=1e-4, atol=1e-4)
+    assert np.abs(scores.scores.numpy()).min() > 0.01  # a real test, not 0 = 0
+    biases = total - tf.reduce_sum(terms[0], axis=[1, 2, 3]).numpy()
+    assert np.abs(biases).min() > 0.01  # the bias terms carry part of the score
+
+
+def test_fullgrad_conv_bias_term_is_bias_times_the_gradient_at_each_position(small, x8):
+    # small: conv1 (relu) -> features (relu) -> GAP -> dense. For `features`, with z its
+    # pre-activation output, df/dz_pc = 1[z_pc > 0] * W_c,target / positions.
+    cam = kgc.FullGrad(small)
+    terms, _ = cam.gradient_terms(tf.constant(x8), tf.constant([2, 0]))
+    features = small.get_layer("features")
+    before = keras.Model(small.inputs[0], small.get_layer("conv1").output)(x8).numpy()
+    kernel, bias = features.get_weights()
+    z = tf.nn.conv2d(before, kernel, 1, "SAME").numpy() + bias
+    dense = small.get_layer("dense").get_weights()[0]
+    expected = bias * (z > 0) * dense[:, [2, 0]].T[:, None, None, :] / (z.shape[1] * z.shape[2])
+    np.testing.assert_allclose(terms[2].numpy(), expected, rtol=1e-5, atol=1e-7)
+
+
+def np_fullgrad(terms, size):
+    """The paper's S = sum over terms and channels of psi(term_c): |.|, bilinear upsampling to
+    the input, min-max into [0, 1] (terms without spatial axes are left out)."""
+    out = 0.0
+    for term in terms:
+        if term.ndim != 4:
+            continue
+        up = tf.image.resize(np.abs(term), size).numpy()
+        low, high = up.min(axis=(1, 2), keepdims=True), up.max(axis=(1, 2), keepdims=True)
+        span = np.where(high > low, high - low, 1)
+        out = out + np.where(high > low, (up - low) / span, 0).sum(-1)
+    return out
+
+
+def test_fullgrad_combines_the_terms_as_the_paper(small):
+    rng = np.random.default_rng(8)
+    terms = [rng.normal(size=(2, 4, 4, 3)), rng.normal(size=(2, 2, 2, 5)),
+             rng.normal(size=(2, 7))]
+    terms[1][0, :, :, 4] = 0.7  # a constant channel scales to 0
+    terms = [t.astype(np.float32) for t in terms]
+    got = kgc.FullGrad(small).combine([tf.constant(t) for t in terms], (4, 4)).numpy()
+    # 2x2 -> 4x4 bilinear keeps each channel's minimum and maximum (the corners), so scaling
+    # before or after the upsampling is the same here.
+    np.testing.assert_allclose(got, np_fullgrad(terms, (4, 4)), atol=1e-5)
+
+
+def test_fullgrad_has_no_layer_and_no_eigen_smooth(small):
+    with pytest.raises(ValueError, match="FullGrad .* has no target layer.*layer='conv1'"):
+        kgc.FullGrad(small, layer="conv1")
+    with pytest.raises(ValueError, match="eigen_smooth"):
+        kgc.FullGrad(small, eigen_smooth=True)

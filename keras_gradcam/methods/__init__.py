@@ -6,6 +6,7 @@ from keras_gradcam.explanation import Explanation
 from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.cam import CAM
 from keras_gradcam.methods.eigen_cam import EigenCAM, EigenGradCAM
+from keras_gradcam.methods.full_grad import FullGrad
 from keras_gradcam.methods.grad_cam import GradCAM
 from keras_gradcam.methods.grad_cam_elementwise import GradCAMElementWise
 from keras_gradcam.methods.grad_cam_plus_plus import GradCAMPlusPlus
@@ -23,7 +24,7 @@ METHODS: dict[str, type[BaseCAM]] = {
     for cls in (
         GradCAM, GradCAMPlusPlus, HiResCAM, GradCAMElementWise, XGradCAM, LayerCAM, CAM,
         ScoreCAM, EigenCAM, EigenGradCAM, GuidedGradCAM, GuidedBackprop,
-        SSCAM, ISCAM, SmoothGradCAMPlusPlus,  # issue 18, part B
+        SSCAM, ISCAM, SmoothGradCAMPlusPlus, FullGrad,  # issue 18, part B
     )
 }
 """Every method by name. All return a heatmap `(batch, *spatial)` per sample except the guided
@@ -57,5 +58,5 @@ __all__ = [
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
     "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
-    "ISCAM", "SSCAM", "SmoothGradCAMPlusPlus",
+    "FullGrad", "ISCAM", "SSCAM", "SmoothGradCAMPlusPlus",
 ]
