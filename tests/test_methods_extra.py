@@ -228,3 +228,119 @@ def test_fullgrad_has_no_layer_and_no_eigen_smooth(small):
         kgc.FullGrad(small, layer="conv1")
     with pytest.raises(ValueError, match="eigen_smooth"):
         kgc.FullGrad(small, eigen_smooth=True)
+
+
+# ---- Deep Feature Factorization: NMF, concepts, class scores, pictures ----------------------
+
+from keras_gradcam.methods.deep_feature_factorization import nmf, nmf_init  # noqa: E402
+
+
+def np_multiplicative_nmf(v, w, h, iterations):
+    """Lee & Seung (NIPS 2000), Frobenius norm: H <- H (W'V)/(W'WH), W <- W (VH')/(WHH')."""
+    for _ in range(iterations):
+        h = h * (w.T @ v) / (w.T @ w @ h + 1e-12)
+        w = w * (v @ h.T) / (w @ h @ h.T + 1e-12)
+    return w, h
+
+
+def known_factorization():
+    """12 positions x 6 channels = W (12 x 3) H (3 x 6): each position mostly one concept."""
+    rng = np.random.default_rng(9)
+    w = np.zeros((12, 3))
+    w[np.arange(12), np.arange(12) % 3] = rng.uniform(1, 2, 12)
+    w[:, :] += 0.05 * rng.random((12, 3))
+    h = np.array([[1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1]], float)
+    h += 0.02 * rng.random((3, 6))
+    return w, h, (w @ h).astype(np.float32)
+
+
+def test_nmf_matches_numpy_multiplicative_updates_and_finds_the_concepts():
+    w_true, h_true, v = known_factorization()
+    w0, h0 = nmf_init(tf.constant(v[None]), 3, seed=4)
+    w, h = nmf(tf.constant(v[None]), w0, h0, 400)
+    w, h = w.numpy()[0], h.numpy()[0]
+    w_np, h_np = np_multiplicative_nmf(v.astype(np.float64), w0.numpy()[0].astype(np.float64),
+                                       h0.numpy()[0].astype(np.float64), 400)
+    np.testing.assert_allclose(w @ h, w_np @ h_np, rtol=1e-3, atol=1e-4)
+    assert np.linalg.norm(v - w @ h) / np.linalg.norm(v) < 0.01
+    # Concepts equal the true ones up to order and scale: cosine similarity of matched rows.
+    unit = h / np.linalg.norm(h, axis=1, keepdims=True)
+    true = h_true / np.linalg.norm(h_true, axis=1, keepdims=True)
+    similarity = unit @ true.T
+    assert sorted(similarity.argmax(axis=1)) == [0, 1, 2]
+    assert similarity.max(axis=1).min() > 0.99
+
+
+def test_nmf_start_is_seeded_and_batch_independent():
+    _, _, v = known_factorization()
+    one = nmf_init(tf.constant(v[None]), 3, seed=4)
+    two = nmf_init(tf.constant(np.stack([v, 2 * v])), 3, seed=4)
+    np.testing.assert_allclose(two[0].numpy()[0], one[0].numpy()[0], rtol=1e-6)
+    np.testing.assert_allclose(two[1].numpy()[1], np.sqrt(2) * one[1].numpy()[0], rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def logits_model():
+    return conv_gap_dense(activation=None)
+
+
+@pytest.fixture
+def images16():
+    return np.random.default_rng(10).random((3, 16, 16, 3), dtype=np.float32)
+
+
+def test_dff_shapes_and_shared_concepts(logits_model, images16):
+    dff = kgc.DeepFeatureFactorization(logits_model, n_components=3)
+    result = dff(images16)
+    assert result.maps.shape == (3, 3, 16, 16) and result.maps.dtype == np.float32
+    assert result.concepts.shape == (3, 3, 5) and result.class_scores.shape == (3, 3, 3)
+    np.testing.assert_allclose(result.maps.max(axis=(2, 3)), 1.0, atol=1e-6)
+    np.testing.assert_allclose(result.concepts[0], result.concepts[1])  # shared across images
+    np.testing.assert_allclose(np.linalg.norm(result.concepts, axis=-1), 1.0, atol=1e-5)
+    totals = dff(images16, resize=False, normalize=False).maps.sum(axis=(0, 2, 3))
+    assert (np.diff(totals) <= 1e-5).all()  # concepts sorted by total weight
+    assert ((result.errors > 0) & (result.errors < 1)).all()
+    np.testing.assert_array_equal(dff(images16).maps, result.maps)  # deterministic
+
+
+def test_dff_per_image_is_the_images_one_by_one(logits_model, images16):
+    dff = kgc.DeepFeatureFactorization(logits_model, n_components=2, per_image=True)
+    batch = dff(images16)
+    for i in range(3):
+        single = dff(images16[i : i + 1])
+        np.testing.assert_allclose(batch.maps[i], single.maps[0], atol=1e-5)
+        np.testing.assert_allclose(batch.class_scores[i], single.class_scores[0], atol=1e-5)
+
+
+def test_dff_class_scores_split_the_logits(logits_model, images16):
+    dff = kgc.DeepFeatureFactorization(logits_model, n_components=5, iterations=500)
+    raw = dff(images16, resize=False, normalize=False)
+    kernel, bias = logits_model.get_layer("dense").get_weights()
+    shares = raw.maps.mean(axis=(2, 3))[..., None] * (raw.concepts @ kernel)
+    np.testing.assert_allclose(raw.class_scores, shares, rtol=1e-4, atol=1e-6)
+    logits = logits_model(images16).numpy()
+    bound = raw.errors.max() * np.abs(logits - bias).max() * 3
+    np.testing.assert_allclose(raw.class_scores.sum(axis=1) + bias, logits, atol=bound)
+
+
+def test_dff_without_a_gap_dense_head_has_no_class_scores(images16):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(x)))
+    result = kgc.DeepFeatureFactorization(model, n_components=2)(images16)
+    assert result.class_scores is None and result.maps.shape == (3, 2, 16, 16)
+
+
+def test_draw_concepts_colours_each_pixel_by_its_strongest_concept():
+    import matplotlib
+
+    maps = np.zeros((1, 2, 4, 4), np.float32)
+    maps[0, 0, :, :2] = 1.0  # concept 0 on the left half
+    maps[0, 1, :, 2:] = 0.5  # concept 1 on the right half, at half strength (scaled to 1)
+    maps[0, 1, 0, 3] = 1.0
+    picture = kgc.image.draw_concepts(np.zeros((1, 4, 4, 3), np.float32), maps, alpha=1.0)
+    colours = np.round(matplotlib.colormaps["tab10"]([0, 1])[:, :3] * 255)
+    np.testing.assert_array_equal(picture[0, 1, 0], colours[0])
+    np.testing.assert_array_equal(picture[0, 0, 3], colours[1])
+    np.testing.assert_allclose(picture[0, 1, 3], np.round(colours[1] / 2), atol=1)
+    assert picture.dtype == np.uint8 and picture.shape == (1, 4, 4, 3)

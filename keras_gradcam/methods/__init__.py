@@ -5,6 +5,7 @@ from __future__ import annotations
 from keras_gradcam.explanation import Explanation
 from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.cam import CAM
+from keras_gradcam.methods.deep_feature_factorization import DeepFeatureFactorization
 from keras_gradcam.methods.eigen_cam import EigenCAM, EigenGradCAM
 from keras_gradcam.methods.full_grad import FullGrad
 from keras_gradcam.methods.grad_cam import GradCAM
@@ -58,5 +59,5 @@ __all__ = [
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
     "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
-    "FullGrad", "ISCAM", "SSCAM", "SmoothGradCAMPlusPlus",
+    "DeepFeatureFactorization", "FullGrad", "ISCAM", "SSCAM", "SmoothGradCAMPlusPlus",
 ]
