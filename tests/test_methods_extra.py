@@ -78,6 +78,27 @@ def test_sscam_noise_is_seeded(small, x8):
     assert not np.allclose(a, kgc.SSCAM(small, samples=2, sigma=0.3, seed=2)(x8), atol=1e-4)
 
 
+def test_noise_is_standard_normal_and_the_same_under_xla():
+    from keras_gradcam.methods.noise import draw_noise
+
+    def draws():  # inside a loop, where XLA's own stateless RNG kernels draw other numbers
+        out = tf.TensorArray(tf.float32, size=2)
+        body = lambda j, out: (j + 1, out.write(j, draw_noise((64, 64), 5, j)))  # noqa: E731
+        return tf.while_loop(lambda j, _: j < 2, body, (tf.constant(0), out))[1].stack()
+
+    plain = tf.function(draws)().numpy()
+    np.testing.assert_allclose(tf.function(draws, jit_compile=True)().numpy(), plain, atol=1e-5)
+    assert abs(plain.mean()) < 0.05 and abs(plain.std() - 1) < 0.03  # about 4 sigma
+    assert abs(np.corrcoef(plain[0].ravel(), plain[1].ravel())[0, 1]) < 0.06
+
+
+@pytest.mark.parametrize("name", ["sscam", "smoothgradcam++"])
+def test_seeded_noise_gives_the_same_maps_with_xla(name, small, x8):
+    plain = kgc.get_method(name)(small, samples=2, jit_compile=False)(x8)
+    np.testing.assert_allclose(kgc.get_method(name)(small, samples=2, jit_compile=True)(x8),
+                               plain, atol=1e-5)
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"samples": 0}, "`samples` must be a positive int"),
     ({"sigma": -1.0}, "`sigma` must be a finite number >= 0"),

@@ -26,8 +26,9 @@ def nmf_init(v: tf.Tensor, components: int, seed: int) -> tuple[tf.Tensor, tf.Te
     uniform draws depend on `(seed, n, m, components)` only, not on the batch."""
     n, m = tf.shape(v)[1], v.shape[2]
     scale = tf.sqrt(tf.reduce_mean(v, axis=[1, 2], keepdims=True) / components)
-    w = tf.random.stateless_uniform((n, components), [seed % 2**31, 0], dtype=tf.float32)
-    h = tf.random.stateless_uniform((components, m), [seed % 2**31, 1], dtype=tf.float32)
+    seeds = [[seed % 2**31, 0], [seed % 2**31, 1]]
+    w = tf.random.stateless_uniform((n, components), seeds[0], dtype=tf.float32, alg="philox")
+    h = tf.random.stateless_uniform((components, m), seeds[1], dtype=tf.float32, alg="philox")
     return scale * w[None], scale * h[None]
 
 
