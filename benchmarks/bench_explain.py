@@ -18,8 +18,8 @@ Sections (select with `--sections`): `speed` (public `GradCAM.__call__` vs forwa
 breakdown: compiled step alone, no resize/normalise, full call), `methods` (every method vs
 Grad-CAM), `scorecam` (Score-CAM vs k forward passes, with `max_channels`), `trace` (100 calls
 with varying batch sizes), `rss` (peak RSS, forward vs Grad-CAM, separate processes), `stream`
-(`iter_explanations` / `write_explanations` over 10,000 images: RSS over time, separate process), `callback`
-(`GradCAMCallback`'s share of the epoch time).
+(`iter_explanations`/`write_explanations`, 10,000 images: RSS over time, separate process),
+`callback` (`GradCAMCallback`'s share of the epoch time).
 
 Prints a table and writes a Markdown report (`--results`, default `benchmarks/RESULTS.md`);
 `benchmarks/analysis.md`, where present, is appended to it verbatim.
@@ -60,10 +60,19 @@ TARGETS = {
     "callback": 0.03,
 }
 TARGETED_METHODS = ("gradcam++", "hirescam", "xgradcam", "layercam")
-# Constructor options of the methods section (full Score-CAM is timed in its own section).
+# The `methods` section's constructor options per method, with its cost vs Grad-CAM measured on
+# the small CNN (b=16, CPU, no XLA); the section times every method in kgc.METHODS.
 METHOD_OPTIONS = {
-    "scorecam": {"max_channels": 16},
-    "sscam": {"max_channels": 16}, "iscam": {"max_channels": 16},  # issue 18, part B
+    "scorecam": {"max_channels": 16},  # ~10x; full Score-CAM is timed in its own section
+    "ablationcam": {},  # 3.7x: a pass through the layers after the target per channel, image
+    "kpcacam": {},  # 6-7x: an eigendecomposition of a (positions, positions) matrix per image
+    "fem": {},  # 1.0x: one forward pass, no gradients
+    "finercam": {},  # 1.0x: Grad-CAM plus a top-k over the classes
+    "shapleycam": {},  # 1.0x (linear head; 1.25x from conv2): a Hessian-vector product
+    "sscam": {"max_channels": 16},  # 397x: Score-CAM's passes times 35 noisy masks
+    "iscam": {"max_channels": 16},  # 85x: Score-CAM's passes times 10 scaled masks
+    "smoothgradcam++": {},  # 19x: 16 noisy copies and the clean input in one batch
+    "fullgrad": {},  # 2.5x: one backward pass to the input and every biased layer
 }
 
 
@@ -264,7 +273,7 @@ def section_speed(report, name, spec, args):
                 continue
             fns = {
                 "forward": lambda x=x, f=forward: f(x),
-                "step": lambda inputs=inputs, ids=ids, step_fn=step_fn: step_fn(inputs, ids)[
+                "step": lambda inputs=inputs, ids=ids, step_fn=step_fn: step_fn(inputs, ids, {})[
                     "heatmaps"].numpy(),
                 "call": lambda x=x, cam=cam: cam(x),
             }
@@ -330,8 +339,7 @@ def section_methods(report, name, spec, args):
                 continue
             ratio = t.ratio("m", "gradcam")
             target = TARGETS["method_vs_gradcam"] if method in TARGETED_METHODS else None
-            options = ", ".join(f"{k}={v}" for k, v in kwargs.items())
-            label = method + (f" ({options})" if options else "")
+            label = method + "".join(f" ({k}={v})" for k, v in kwargs.items())
             report.row("methods", name, batch, xla, label, t["m"], "GradCAM", ratio, target)
             if target is not None:
                 report.check(f"{method} / GradCAM, {name} b={batch} xla={'on' if xla else 'off'}",

@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="output folder (default: %(default)s)")
     demo.add_argument("--epochs", type=int, default=6, help="epochs (default: %(default)s)")
     demo.add_argument("--data", choices=("auto", "fashion-mnist", "shapes"), default="auto",
-                      help="Fashion-MNIST from Debian's dataset-fashion-mnist, or generated shapes")
+                      help="fashion-mnist: four look-alike garments (Debian's "
+                           "dataset-fashion-mnist, or a download); shapes: generated look-alike "
+                           "classes, no files needed; auto: the environment variable "
+                           "KERAS_GRADCAM_DATA if set, else Fashion-MNIST if it can be had, "
+                           "else shapes (default: %(default)s)")
 
     explain = commands.add_parser("explain", help="explain images with a saved .keras/.h5 model",
                                   formatter_class=_HelpFormatter)
@@ -76,9 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":
-            from keras_gradcam.demo import run_demo
+            from keras_gradcam.demo import choose_data, run_demo
 
-            return run_demo(args.out, epochs=args.epochs, data=args.data)
+            try:
+                choose_data(args.data)  # a bad KERAS_GRADCAM_DATA value: before TensorFlow loads
+            except ValueError as error:
+                _error(str(error))
+                return 2
+            try:
+                return run_demo(args.out, epochs=args.epochs, data=args.data)
+            except FileNotFoundError as error:  # Fashion-MNIST asked for and not to be had
+                _error(str(error))
+                return 2
         return _explain(args)
     except KeyboardInterrupt:
         return 130

@@ -1,9 +1,14 @@
-"""`keras-gradcam demo`: the Grad-CAM paper's dataset-bias story (section 6.3), in two minutes.
+"""`keras-gradcam demo`: the Grad-CAM paper's dataset-bias story (section 6.3), in a minute.
 
 A small CNN learns four look-alike Fashion-MNIST classes (T-shirt, pullover, coat, shirt) from a
 training set where a bright marker in a class-specific corner, outside the garment, predicts the
 class. `GradCAMCallback` logs the maps of a probe set to TensorBoard every epoch; the energy of
 the maps inside the garment falls as the model learns the marker instead of the garment.
+
+Without Fashion-MNIST (not installed, no download), or with `--data shapes` or the environment
+variable `KERAS_GRADCAM_DATA=shapes`, generated look-alike classes stand in
+(`datasets.striped_disks`: disks told apart only by the direction of faint stripes), and the
+story holds the same way.
 """
 
 from __future__ import annotations
@@ -16,31 +21,79 @@ import numpy as np
 FASHION_CLASSES = (0, 2, 4, 6)  # T-shirt/top, Pullover, Coat, Shirt: hard to tell apart
 
 
+def choose_data(data: str = "auto") -> tuple[str, str]:
+    """Which data the demo uses, and why: `(source, reason)`, source "fashion-mnist" or "shapes".
+
+    An explicit `data` ("fashion-mnist" or "shapes") wins; "auto" reads the environment variable
+    `KERAS_GRADCAM_DATA` (same values), then takes Fashion-MNIST where it is installed and
+    otherwise tries it (a download) before falling back to generated images.
+
+    Raises:
+        ValueError: an unknown `data` or `KERAS_GRADCAM_DATA` value.
+    """
+    from keras_gradcam import datasets
+
+    if data not in datasets.DATA_CHOICES:
+        raise ValueError(f"`data` must be one of {', '.join(datasets.DATA_CHOICES)}. "
+                         f"Received: data={data!r}.")
+    if data != "auto":
+        return data, f"--data {data}"
+    forced = os.environ.get(datasets.DATA_ENV, "auto").strip().lower() or "auto"
+    if forced not in datasets.DATA_CHOICES:
+        raise ValueError(f"{datasets.DATA_ENV} must be one of {', '.join(datasets.DATA_CHOICES)}. "
+                         f"Received: {datasets.DATA_ENV}={forced!r}.")
+    if forced != "auto":
+        return forced, f"{datasets.DATA_ENV}={forced}"
+    return "fashion-mnist", "auto"
+
+
 def load_demo_data(data: str = "auto", n_train: int = 4000, n_probe: int = 16, seed: int = 0):
     """Training images with a planted class marker, and a probe set with object masks.
+
+    Args:
+        data: "fashion-mnist", "shapes" (generated look-alike classes, `datasets.striped_disks`)
+            or "auto" (see `choose_data`: `KERAS_GRADCAM_DATA`, else Fashion-MNIST where it can
+            be had, else shapes).
 
     Returns:
         dict with `x_train` (class markers), `x_control` (markers in random corners: they
         predict nothing), `y_train, x_probe, y_probe, probe_masks, x_test, y_test,
-        x_test_clean` (no marker), `class_names, source`.
+        x_test_clean` (no marker), `class_names, source` (the data in words) and `note` (why
+        this data, and how to get Fashion-MNIST when it was not used).
+
+    Raises:
+        FileNotFoundError: `data="fashion-mnist"` (or `KERAS_GRADCAM_DATA=fashion-mnist`) and
+            Fashion-MNIST can be neither read nor downloaded.
     """
     from keras_gradcam import datasets
 
-    use_fashion = data != "shapes"
-    if use_fashion:
+    choice, reason = choose_data(data)
+    if choice == "fashion-mnist":
         try:
             images, labels = datasets.load_fashion_mnist("train")
         except FileNotFoundError:
-            if data == "fashion-mnist":
+            if reason != "auto":
                 raise
-            use_fashion = False
-    if use_fashion:
+            choice = "shapes"
+            reason = (f"Fashion-MNIST is not installed (no {datasets.FASHION_MNIST_DIR}) and "
+                      "could not be downloaded")
+    if choice == "fashion-mnist":
         keep = np.isin(labels, FASHION_CLASSES)
         images, labels = images[keep], np.searchsorted(FASHION_CLASSES, labels[keep])
         names = [datasets.FASHION_MNIST_CLASSES[c] for c in FASHION_CLASSES]
+        source = "Fashion-MNIST"
+        note = "" if reason == "auto" else f"Fashion-MNIST chosen by {reason}"
     else:
-        images, labels = datasets.generated_shapes(n_train + 1000, seed=seed)
-        names = list(datasets.SHAPE_CLASSES)
+        images, labels = datasets.striped_disks(n_train + 1000, seed=seed)
+        names = list(datasets.STRIPE_CLASSES)
+        source = "generated look-alike"
+        lead = (f"{reason}, so generated images" if reason.startswith("Fashion")
+                else f"generated images ({reason})")
+        note = (f"{lead} stand in for four look-alike Fashion-MNIST garments: grey disks told "
+                "apart only by the direction of faint stripes. For the Fashion-MNIST version: "
+                "apt-get install dataset-fashion-mnist (Debian/Ubuntu; "
+                f"files in {datasets.FASHION_MNIST_DIR}), or run it once online (keras "
+                "downloads it).")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))[: n_train + 1000]
     train, test = order[:n_train], order[n_train:]
@@ -55,7 +108,7 @@ def load_demo_data(data: str = "auto", n_train: int = 4000, n_probe: int = 16, s
         "x_train": x_train, "x_control": x_control, "y_train": labels[train].astype(np.int32),
         "x_probe": x_test[:n_probe], "y_probe": y_test[:n_probe], "probe_masks": masks[:n_probe],
         "x_test": x_test, "y_test": y_test, "x_test_clean": x_clean,
-        "class_names": names, "source": "Fashion-MNIST" if use_fashion else "generated shapes",
+        "class_names": names, "source": source, "note": note,
     }
 
 
@@ -116,6 +169,8 @@ def run_demo(out: str = "gradcam-demo", epochs: int = 6, data: str = "auto") -> 
 
     started = time.perf_counter()
     d = load_demo_data(data)
+    if d["note"]:
+        print(f"keras-gradcam demo: {d['note']}")
     print(f"keras-gradcam demo: {len(d['x_train'])} {d['source']} images "
           f"({', '.join(d['class_names'])}); 'shortcut' trains with a marker outside the object "
           "that predicts the class, 'control' with markers that predict nothing")

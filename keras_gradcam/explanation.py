@@ -29,6 +29,10 @@ class Explanation:
         score_space: `"logits"` (before the model's final softmax/sigmoid) or
             `"probability"`, as chosen by the explainer's `score=`.
         kind: `"heatmap"` or `"image"`: what `heatmaps` holds, as the method declares.
+        present: With several classes per image, bool `(batch, K)`: the slots asked for
+            (a ragged list of classes leaves the others empty: all-zero maps, target -1);
+            `None` otherwise. Then `heatmaps` is `(batch, K, *spatial)` and `targets`,
+            `scores` are `(batch, K)`.
     """
 
     heatmaps: np.ndarray
@@ -38,6 +42,7 @@ class Explanation:
     probabilities: np.ndarray
     score_space: str = "logits"
     kind: str = HEATMAP
+    present: np.ndarray | None = None
 
     @property
     def predicted(self) -> np.ndarray:
@@ -60,7 +65,7 @@ class Explanation:
 
     def take(self, rows) -> Explanation:
         """The explanation of some samples only (`rows`: indices or a bool mask)."""
-        arrays = {f: getattr(self, f)[rows] for f in _ARRAYS}
+        arrays = {f: getattr(self, f)[rows] for f in _ARRAYS if getattr(self, f) is not None}
         return dataclasses.replace(self, **arrays)
 
     @classmethod
@@ -68,10 +73,11 @@ class Explanation:
         """One explanation of the samples of `parts`, in order."""
         if len(parts) == 1:
             return parts[0]
-        arrays = {f: np.concatenate([getattr(p, f) for p in parts]) for f in _ARRAYS}
+        arrays = {f: np.concatenate([getattr(p, f) for p in parts]) for f in _ARRAYS
+                  if getattr(parts[0], f) is not None}
         return dataclasses.replace(parts[0], **arrays)
 
 
-_ARRAYS = ("heatmaps", "targets", "scores", "class_scores", "probabilities")
+_ARRAYS = ("heatmaps", "targets", "scores", "class_scores", "probabilities", "present")
 
 __all__ = ["HEATMAP", "IMAGE", "Explanation"]

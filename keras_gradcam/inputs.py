@@ -244,3 +244,15 @@ def _to_tensor(x, spec) -> tf.Tensor:
             f"shape {expected}. Received: images.shape={got}.{hint}"
         )
     return tensor
+
+
+def cast_like(inputs, structure):
+    """`inputs` (e.g. a dataset's) cast to the dtypes and container of prepared inputs."""
+    if isinstance(structure, dict):
+        if not isinstance(inputs, dict):
+            raise InvalidInputError("Dict model inputs need a dataset of dicts.")
+        return {key: tf.cast(inputs[key], value.dtype) for key, value in structure.items()}
+    if isinstance(structure, (list, tuple)):
+        return [tf.cast(x, s.dtype) for x, s in zip(keras.tree.flatten(inputs), structure)]
+    leaf = keras.tree.flatten(inputs)[0]
+    return tf.cast(leaf, structure.dtype)

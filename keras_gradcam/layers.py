@@ -103,6 +103,32 @@ def feeding_layers(model, output: int) -> set[int] | None:
     return seen
 
 
+_PASSIVE = ("Reshape", "Flatten", "Concatenate", "Activation", "Softmax", "Permute",
+            "Identity", "Dropout")
+
+
+def output_heads(model) -> set[int]:
+    """Ids of the top-level layers that make a model output: the output layers themselves
+    and, behind reshapes, concatenations and activations, the layers that feed them (a
+    segmentation net's last 1x1 convolution, a detector's per-level class and box convs)."""
+    graph = getattr(model, "_functional", None) if isinstance(model, keras.Sequential) else model
+    try:
+        tensors = list(graph.outputs)
+    except (AttributeError, ValueError, TypeError):
+        return set()
+    heads, seen = set(), set()
+    while tensors:
+        history = getattr(tensors.pop(), "_keras_history", None)
+        if history is None or id(history.operation) in seen:
+            continue
+        op = history.operation
+        seen.add(id(op))
+        heads.add(id(op))
+        if type(op).__name__ in _PASSIVE:
+            tensors.extend(op._inbound_nodes[history.node_index].input_tensors)
+    return heads
+
+
 def _describe(paths: list[LayerPath], limit: int = 12) -> str:
     names = [path_name(p) for p in paths]
     if len(names) > limit:
@@ -132,6 +158,9 @@ def resolve_layer(model: keras.Model, layer=None, output: int = 0) -> LayerPath:
         feeding = feeding_layers(model, output)
         if feeding is not None:
             candidates = [p for p in candidates if id(p[0]) in feeding]
+        heads = output_heads(model)
+        inner = [p for p in candidates if id(p[0]) not in heads or len(p) > 1]
+        candidates = inner or candidates  # a feature map before the output head, if any
         if not candidates:
             raise NotSpatialLayerError(
                 "The model has no layer with a spatial output (rank 3 to 5, e.g. Conv1D/2D/3D), "

@@ -149,8 +149,10 @@ class ScoreModel:
             def run(*args, **kwargs):
                 if op is child and len(path) > 1:  # the target lives inside this nested model
                     return self._run(op, args[0], path[1:], capture, id(op) in heads)
-                if op is child:
-                    return capture(_call(self._substitute(op), args, kwargs))
+                if op is child:  # an output head explained itself: its maps before the softmax
+                    head = id(op) in heads and _activation_name(op)
+                    layer = self._twin(op) if head else self._substitute(op)
+                    return capture(_call(layer, args, kwargs))
                 if id(op) in heads and is_container(op):
                     return self._run(op, args[0], (), capture, True)
                 if id(op) in heads and _activation_name(op):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import keras
@@ -25,12 +25,14 @@ import tensorflow as tf
 from keras_gradcam.errors import InvalidInputError, InvalidTargetError
 from keras_gradcam.explanation import Explanation
 from keras_gradcam.inputs import (
+    cast_like,
     check_positive_int,
     dataset_is_batched,
     image_index,
     unpack_element,
 )
 from keras_gradcam.targets import INVALID, label_ids, label_ids_in_graph
+from keras_gradcam.targets.datasets import plan_dataset_targets
 
 _UNKNOWN = int(tf.data.UNKNOWN_CARDINALITY)
 _INFINITE = int(tf.data.INFINITE_CARDINALITY)
@@ -129,7 +131,9 @@ class DatasetJob:
         self.source = dataset
         self.count = None if count is None else check_positive_int(count, "count")
         self.count = self.count or self._cardinality_count()
-        self.mode, self.fixed, self.target_fn = self._targets(targets)
+        plan = plan_dataset_targets(explainer, targets, self.labels_spec, self.batched,
+                                    self.require_count)
+        self.targets, self.ids_from, self.data_from = plan
         self.dataset = self._pipeline(dataset)
 
     # ---- options --------------------------------------------------------------------------
@@ -162,36 +166,6 @@ class DatasetJob:
             "`dataset.apply(tf.data.experimental.assert_cardinality(n))`."
         )
 
-    def _targets(self, targets) -> tuple[str, np.ndarray | None, Callable | None]:
-        if targets is None:
-            return "top1", None, None
-        if callable(targets):
-            return "callable", None, targets
-        if isinstance(targets, str):
-            if targets != "label":
-                raise ValueError(
-                    "`targets` must be None, 'label', an int, one class per sample or a "
-                    f"callable. Received: targets={targets!r}."
-                )
-            if self.labels_spec is None:
-                raise ValueError(
-                    "`targets='label'` needs a dataset of (inputs, labels) pairs; this dataset "
-                    f"yields inputs only (element_spec={self.source.element_spec})."
-                )
-            spec = self.labels_spec
-            shape = spec.shape[1:] if self.batched else spec.shape
-            label_ids(np.zeros((0, *shape), spec.dtype.as_numpy_dtype),
-                      self.explainer.num_classes)  # the labels' shape and dtype
-            return "label", None, None
-        if isinstance(targets, (int, np.integer)) and not isinstance(targets, bool):
-            return "int", self.explainer.class_ids(targets, 1), None
-        try:
-            size = len(targets)
-        except TypeError:
-            size = None
-        count = self.require_count("Per-sample `targets`") if size is not None else 0
-        return "array", self.explainer.class_ids(targets, count), None
-
     def drawable_index(self) -> int:
         """Index of the input drawn under the overlays (images `(H, W[, 1|3])`).
 
@@ -215,10 +189,12 @@ class DatasetJob:
     # ---- the pipeline ---------------------------------------------------------------------
 
     def _pipeline(self, dataset):
-        """Elements `(inputs, ids, index, labels)`: a batch of `batch_size * replicas`."""
-        mode, fixed, replicas = self.mode, self.fixed, self.replicas
+        """Elements `(inputs, ids, data, index, labels)`: a batch of `batch_size * replicas`."""
+        resolved, replicas = self.targets, self.replicas
+        ids_from, data_from = self.ids_from, self.data_from
         num_classes = self.explainer.num_classes
-
+        fixed_ids = tf.constant(resolved.ids)
+        fixed_data = {k: tf.constant(v) for k, v in resolved.data.items()}
         batched = self.batched
 
         def split(*element):
@@ -236,29 +212,33 @@ class DatasetJob:
         def ids_of(index, element):
             inputs, labels = element
             n = tf.shape(index)[0]
-            if mode == "label":
+            if ids_from == "label":
                 ids = label_ids_in_graph(labels, num_classes)
-            elif mode == "int":
-                ids = tf.fill([n], tf.constant(fixed[0]))
-            elif mode == "array":
-                ids = tf.gather(tf.constant(fixed), index)
+            elif ids_from == "gather":
+                ids = tf.gather(fixed_ids, index)
             else:
-                ids = tf.fill([n], tf.constant(-1, tf.int32))
-            parts = (inputs, ids, index, labels)
+                ids = tf.repeat(fixed_ids[:1], n, axis=0)
+            if data_from == "element":
+                parts = keras.tree.flatten(labels)
+                target_data = {k: tf.cast(p, fixed_data[k].dtype)
+                               for k, p in zip(fixed_data, parts)}
+            else:
+                target_data = {k: tf.gather(v, index) for k, v in fixed_data.items()}
+            parts = (inputs, ids, target_data, index, labels)
             if replicas > 1:  # no replica may get an empty share: pad with copies, index -1
                 pad = tf.maximum(replicas - n, 0)
                 parts = keras.tree.map_structure(
                     lambda t: tf.concat([t, tf.repeat(t[-1:], pad, axis=0)], 0), parts
                 )
                 index = tf.concat([index, tf.fill([pad], tf.constant(-1, index.dtype))], 0)
-                parts = (parts[0], parts[1], index, parts[3])
+                parts = (*parts[:3], index, parts[4])
             return parts
 
         return data.map(ids_of).prefetch(tf.data.AUTOTUNE)
 
     def _check_labels(self, ids: np.ndarray, index: np.ndarray, labels) -> None:
         """Name the first label that is not a class of the model (and its position)."""
-        if self.mode == "label" and (ids == INVALID).any():
+        if self.ids_from == "label" and (ids == INVALID).any():
             label_ids(np.asarray(labels), self.explainer.num_classes, "labels",
                       positions=np.asarray(index))
             raise InvalidTargetError(f"The dataset's labels hold invalid classes: {labels}.")
@@ -286,17 +266,16 @@ class DatasetJob:
             )
 
     def _run_local(self) -> Iterator[Batch]:
-        for inputs, ids, index, labels in self.dataset:
+        explainer, step = self.explainer, None
+        for inputs, ids, data, index, labels in self.dataset:
             ids, index = ids.numpy(), index.numpy()
             self._check_labels(ids, index, labels)
-            targets = self.target_fn if self.mode == "callable" else (
-                None if self.mode == "top1" else ids
-            )
-            explanation = self.explainer.explain(
-                inputs, targets, resize=self.resize, normalize=self.normalize,
-                batch_size=self.batch_size,
-            )
-            yield Batch(index, inputs, explanation)
+            prepared, _ = explainer.prepare_inputs(inputs)
+            if step is None:
+                step = explainer.step(prepared, self.targets, resize=self.resize,
+                                      normalize=self.normalize)
+            outputs = step(prepared, ids, data)
+            yield Batch(index, inputs, explainer.collect(outputs, self.targets))
 
     def _run_distributed(self) -> Iterator[Batch]:
         explainer, strategy = self.explainer, self.strategy
@@ -305,30 +284,31 @@ class DatasetJob:
             return
         prepared, _ = explainer.prepare_inputs(keras.tree.map_structure(lambda x: x[:1],
                                                                          first[0]))
-        step = explainer.step(prepared, self.target_fn, resize=self.resize,
+        step = explainer.step(prepared, self.targets, resize=self.resize,
                               normalize=self.normalize)
 
-        def cast(inputs, ids, index, labels):
-            return _like(inputs, prepared), ids, index, labels
+        def cast(inputs, ids, data, index, labels):
+            return cast_like(inputs, prepared), ids, data, index, labels
 
         dist = strategy.experimental_distribute_dataset(self.dataset.map(cast))
 
         @tf.function(input_signature=[dist.element_spec])
         def run(element):
             # A plain function: each replica calls the explainer's compiled step on its share.
-            return strategy.run(lambda x, i: step(x, i), args=element[:2])
+            return strategy.run(lambda x, i, d: step(x, i, d), args=element[:3])
 
         def local(value):
             return strategy.experimental_local_results(value)
 
         for element in dist:
-            indices = np.concatenate([i.numpy() for i in local(element[2])])
+            indices = np.concatenate([i.numpy() for i in local(element[3])])
             ids = np.concatenate([i.numpy() for i in local(element[1])])
-            labels = np.concatenate([np.asarray(x) for x in local(element[3])])
-            self._check_labels(ids[indices >= 0], indices[indices >= 0], labels[indices >= 0])
+            labels = np.concatenate([np.asarray(x) for x in local(element[4])])
+            real = indices >= 0
+            self._check_labels(ids[real], indices[real], labels[real])
             outputs = run(element)
             shares = [explainer.collect({k: v[r] for k, v in _per_replica(outputs, local)},
-                                        self.target_fn) for r in range(self.replicas)]
+                                        self.targets) for r in range(self.replicas)]
             order = np.argsort(indices, kind="stable")
             order = order[indices[order] >= 0]  # drop the padding
             inputs = keras.tree.map_structure(
@@ -354,18 +334,6 @@ def _pick_strategy(strategy):
     if type(strategy).__name__ == "_DefaultDistributionStrategy":
         return None
     return strategy
-
-
-def _like(inputs, structure):
-    """`inputs` cast to the dtypes (and container) of the explainer's prepared inputs."""
-    if isinstance(structure, dict):
-        if not isinstance(inputs, dict):
-            raise InvalidInputError("Dict model inputs need a dataset of dicts.")
-        return {key: tf.cast(inputs[key], value.dtype) for key, value in structure.items()}
-    if isinstance(structure, (list, tuple)):
-        return [tf.cast(x, s.dtype) for x, s in zip(keras.tree.flatten(inputs), structure)]
-    leaf = keras.tree.flatten(inputs)[0]
-    return tf.cast(leaf, structure.dtype)
 
 
 __all__ = ["Batch", "DatasetJob", "iter_explanations"]

@@ -305,6 +305,69 @@ def test_demo_two_epochs_writes_event_files_tensorboard_reads(tmp_path):
         assert "gradcam/probe_00" in events.Tags()["tensors"]
 
 
+DEMO_SUMMARY = re.compile(
+    r"shortcut: test accuracy (?P<s_with>[\d.]+) with class markers, (?P<s_without>[\d.]+) "
+    r"without; Grad-CAM energy inside the object (?P<s_energy>[\d.]+); control: test accuracy "
+    r"[\d.]+ with class markers, [\d.]+ without; Grad-CAM energy inside the object "
+    r"(?P<c_energy>[\d.]+);"
+)
+
+
+@pytest.mark.slow
+def test_demo_tells_the_shortcut_story_on_generated_data(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_gradcam", "demo", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+        env={**os.environ, "KERAS_GRADCAM_DATA": "shapes"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    first = result.stdout.splitlines()[0]
+    assert "generated images (KERAS_GRADCAM_DATA=shapes)" in first
+    assert "apt-get install dataset-fashion-mnist" in first
+    numbers = {k: float(v) for k, v in
+               DEMO_SUMMARY.search((tmp_path / "summary.txt").read_text()).groupdict().items()}
+    assert numbers["s_with"] - numbers["s_without"] >= 0.30, numbers  # fails without the marker
+    assert numbers["s_energy"] <= 0.5 * numbers["c_energy"], numbers  # maps off the object
+
+
+def test_demo_data_choice_explicit_then_environment_then_fashion_mnist(monkeypatch):
+    from keras_gradcam.demo import choose_data
+
+    monkeypatch.delenv("KERAS_GRADCAM_DATA", raising=False)
+    assert choose_data() == ("fashion-mnist", "auto")
+    monkeypatch.setenv("KERAS_GRADCAM_DATA", "shapes")
+    assert choose_data() == ("shapes", "KERAS_GRADCAM_DATA=shapes")
+    assert choose_data("fashion-mnist") == ("fashion-mnist", "--data fashion-mnist")
+    monkeypatch.setenv("KERAS_GRADCAM_DATA", "mnist")
+    with pytest.raises(ValueError, match="KERAS_GRADCAM_DATA must be one of auto, fashion-mnist"):
+        choose_data()
+
+
+def test_demo_without_fashion_mnist_says_so_and_how_to_get_it(monkeypatch, tmp_path, capsys):
+    from keras_gradcam import datasets
+    from keras_gradcam.demo import load_demo_data
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("Fashion-MNIST is not in /nowhere and could not be downloaded. "
+                                "Install it with `apt-get install dataset-fashion-mnist`.")
+
+    monkeypatch.delenv("KERAS_GRADCAM_DATA", raising=False)
+    monkeypatch.setattr(datasets, "load_fashion_mnist", missing)
+    d = load_demo_data(n_train=40, n_probe=4)
+    assert d["source"] == "generated look-alike" and d["class_names"] == list(
+        datasets.STRIPE_CLASSES)
+    assert d["note"].startswith("Fashion-MNIST is not installed")
+    assert "apt-get install dataset-fashion-mnist" in d["note"]
+    assert d["x_train"].shape == (40, 40, 40, 1) and d["probe_masks"].shape == (4, 40, 40)
+    # asked for explicitly, its absence is one error line
+    assert main(["demo", "--data", "fashion-mnist", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keras-gradcam: error: Fashion-MNIST is not in") and "apt-get" in err
+    monkeypatch.setenv("KERAS_GRADCAM_DATA", "bogus")
+    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert "KERAS_GRADCAM_DATA must be one of" in capsys.readouterr().err
+
+
 def test_explain_scales_16_bit_images_instead_of_clipping(workdir, tmp_path):
     from PIL import Image
 

@@ -16,6 +16,29 @@ def test_generated_shapes_are_seeded_and_labelled():
     np.testing.assert_array_equal(images, again)
 
 
+def test_striped_disks_differ_only_in_stripe_direction():
+    images, labels = datasets.striped_disks(400, seed=0, contrast=0.3)
+    again, _ = datasets.striped_disks(400, seed=0, contrast=0.3)
+    np.testing.assert_array_equal(images, again)
+    assert images.shape == (400, 28, 28) and images.dtype == np.uint8
+    assert set(labels) == set(range(len(datasets.STRIPE_CLASSES)))
+    x = images.astype(np.float64)
+
+    def along(dy, dx, cls):  # correlation of each pixel with its neighbour at (dy, dx)
+        part = x[labels == cls]
+        a = part[:, max(dy, 0):28 + min(dy, 0), max(dx, 0):28 + min(dx, 0)]
+        b = part[:, max(-dy, 0):28 + min(-dy, 0), max(-dx, 0):28 + min(-dx, 0)]
+        return np.corrcoef(a.ravel(), b.ravel())[0, 1]
+
+    steps = [(1, 0), (1, -1), (0, 1), (1, 1)]  # along vertical, "/", horizontal, "\\" stripes
+    for cls in range(4):  # each class's stripes run in its named direction
+        strongest = max(range(4), key=lambda k: along(*steps[k], cls))
+        assert strongest == cls, datasets.STRIPE_CLASSES[cls]
+    images, labels = datasets.striped_disks(2000, seed=1)
+    means = [images[labels == cls].mean() for cls in range(4)]  # same brightness and size
+    assert max(means) - min(means) < 0.03 * np.mean(means)
+
+
 def test_marker_sits_in_the_class_corner_outside_the_object():
     images = np.zeros((4, 28, 28), np.uint8)
     images[:, 10:18, 10:18] = 200

@@ -142,7 +142,7 @@ def test_string_labels_are_refused_before_running(cnn, images):
 def test_interrupted_write_leaves_no_complete_looking_maps_file(cnn, images, tmp_path):
     data = tf.data.Dataset.from_tensor_slices(np.concatenate([images] * 5)).batch(4)
     cam = kgc.GradCAM(cnn)
-    real, calls = cam.explain, []
+    real, calls = cam.collect, []
 
     def ctrl_c_on_the_third_batch(*args, **kwargs):
         calls.append(1)
@@ -150,7 +150,7 @@ def test_interrupted_write_leaves_no_complete_looking_maps_file(cnn, images, tmp
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    cam.explain = ctrl_c_on_the_third_batch
+    cam.collect = ctrl_c_on_the_third_batch
     maps = tmp_path / "maps.npy"
     with pytest.raises(KeyboardInterrupt):
         kgc.write_explanations(cam, data, maps_path=maps, progress=False, batch_size=4)

@@ -276,6 +276,7 @@ def test_registry_names_every_method():
     assert list(kgc.METHODS) == [
         "gradcam", "gradcam++", "hirescam", "gradcam-elementwise", "xgradcam", "layercam",
         "cam", "scorecam", "eigencam", "eigengradcam", "guided-gradcam", "guided-backprop",
+        "ablationcam", "kpcacam", "fem", "finercam", "shapleycam",
         "sscam", "iscam", "smoothgradcam++", "fullgrad",
     ]
     for name, cls in kgc.METHODS.items():

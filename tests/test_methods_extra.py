@@ -365,3 +365,27 @@ def test_draw_concepts_colours_each_pixel_by_its_strongest_concept():
     np.testing.assert_array_equal(picture[0, 0, 3], colours[1])
     np.testing.assert_allclose(picture[0, 1, 3], np.round(colours[1] / 2), atol=1)
     assert picture.dtype == np.uint8 and picture.shape == (1, 4, 4, 3)
+
+
+# ---- targets with per-image data: chunked equals unchunked ----------------------------------
+
+
+@pytest.mark.parametrize("method", [
+    lambda m: kgc.SSCAM(m, layer="c2", samples=2, batch_size=3),
+    lambda m: kgc.SmoothGradCAMPlusPlus(m, layer="c2", samples=2, batch_size=3),
+    lambda m: kgc.FullGrad(m, aug_smooth=True, batch_size=3),
+], ids=["sscam", "smoothgradcam++", "fullgrad-aug"])
+@pytest.mark.parametrize("kind", ["segmentation-masks", "several"])
+def test_data_targets_survive_chunks(method, kind):
+    from test_targets import MASKS, N, X, seg_model
+
+    from keras_gradcam.targets import Segmentation
+
+    target = Segmentation(1, masks=MASKS) if kind == "segmentation-masks" else [
+        [0, 2], [1, 2], [0, 1], [2, 0], [1, 1], [0, 2], [2, 1]]
+    cam = method(seg_model())
+    whole = cam.explain(X, target, batch_size=N)
+    chunked = cam.explain(X, target)
+    np.testing.assert_allclose(chunked.heatmaps, whole.heatmaps, atol=1e-5)
+    np.testing.assert_allclose(chunked.scores, whole.scores, rtol=1e-5, atol=1e-6)
+    assert np.isfinite(whole.heatmaps).all() and whole.heatmaps.max() > 0

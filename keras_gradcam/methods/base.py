@@ -26,14 +26,16 @@ from keras_gradcam.methods.compiled import (
     collect_outputs,
     compile_step,
     padded_rows,
+    per_class_views,
     step_outputs,
+    step_signature,
 )
 from keras_gradcam.methods.forward import Pass, ScoreRule, run_forward
 from keras_gradcam.methods.maths import CamMaths
 from keras_gradcam.model import ScoreModel, head_activation
-from keras_gradcam.targets import TOP1, Targets, class_ids
+from keras_gradcam.targets import Resolved, Targets, class_ids, resolve
 
-Step = Callable[[Any, tf.Tensor], dict]  # (inputs, ids) -> step outputs
+Step = Callable[..., dict]  # (inputs, ids, data) -> step outputs
 
 
 def default_jit_compile() -> bool:
@@ -172,9 +174,8 @@ class BaseCAM(CamMaths):
         classes, scores, class scores and probabilities."""
         inputs, n = self.prepare_inputs(images)
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
-        target_fn = targets if callable(targets) else None
-        step = self.step(inputs, target_fn, resize=resize, normalize=normalize)
-        ids = self.class_ids(targets, n)
+        resolved = self.resolve_targets(targets, n)
+        step = self.step(inputs, resolved, resize=resize, normalize=normalize)
         outputs = []
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
@@ -185,10 +186,10 @@ class BaseCAM(CamMaths):
                 chunk = keras.tree.map_structure(lambda x, a=start, b=stop: x[a:b], inputs)
             else:
                 chunk = keras.tree.map_structure(lambda x, rows=rows: tf.gather(x, rows), inputs)
-            outputs.append((step(chunk, ids[rows]), stop - start))
+            outputs.append((step(chunk, *resolved.rows(rows)), stop - start))
         # Results come to the host after the loop, so chunks queue up back to back.
         return Explanation.concatenate(
-            [self.collect(out, target_fn, count) for out, count in outputs]
+            [self.collect(out, resolved, count) for out, count in outputs]
         )
 
     def explain_dataset(self, dataset, **kwargs):
@@ -208,35 +209,38 @@ class BaseCAM(CamMaths):
         return prepare_inputs(self.model, images)
 
     def class_ids(self, targets: Targets, samples: int) -> np.ndarray:
-        """int32 `(samples,)` class ids for `targets` (`TOP1` for top-1 and for callables).
-
-        Raises:
-            InvalidTargetError: wrong length, type or class range.
-        """
-        if callable(targets):
-            return np.full((samples,), TOP1, np.int32)
+        """int32 class ids for class `targets` (see `keras_gradcam.targets.class_ids`)."""
         return class_ids(targets, samples, self._num_classes)
 
-    def step(self, inputs: Any, target_fn: Callable | None = None, *, resize: bool = True,
+    def resolve_targets(self, targets: Any, samples: int) -> Resolved:
+        """What `targets` asks of `samples` images: class ids, a scoring target, its data.
+
+        Raises:
+            InvalidTargetError: see `keras_gradcam.targets.resolve`.
+        """
+        return resolve(targets, samples, self._num_classes)
+
+    def step(self, inputs: Any, targets: Resolved | None = None, *, resize: bool = True,
              normalize: bool = True) -> Step:
-        """The compiled step for inputs like `inputs` (any batch size): traced once per
-        input signature, target callable and option, then reused.
+        """The compiled step for inputs like `inputs` and targets like `targets` (any batch
+        size, any data of the same kind): traced once per such signature and option.
 
         Returns:
-            A function `(inputs, ids) -> dict` of tensors; pass each result to `collect`.
+            A function `(inputs, ids, data) -> dict` of tensors (`ids`, `data`: the rows of a
+            `Resolved`); pass each result to `collect`.
 
         Raises:
             InvalidInputError: the model cannot run on such inputs.
         """
-        signature = keras.tree.map_structure(
-            lambda x: tf.TensorSpec((None, *x.shape[1:]), x.dtype), inputs
-        )
-        key = (repr(signature), target_fn, bool(resize), bool(normalize))
+        targets = targets if targets is not None else resolve(None, 1, None)
+        signature = step_signature(inputs, targets)
+        target = targets.target
+        key = (repr(signature), target.key() if target else None, bool(resize), bool(normalize))
         if key not in self._steps:
-            self._steps[key] = self._compile(signature, inputs, target_fn, resize, normalize)
+            self._steps[key] = self._compile(signature, inputs, target, resize, normalize)
         return self._steps[key]
 
-    def collect(self, outputs: dict, target_fn: Callable | None = None,
+    def collect(self, outputs: dict, targets: Resolved | None = None,
                 count: int | None = None) -> Explanation:
         """Check one step's outputs and turn its first `count` rows into an `Explanation`.
 
@@ -245,11 +249,13 @@ class BaseCAM(CamMaths):
             InvalidTargetError: the explained scores are not finite, or a target callable
                 did not return one score per sample.
         """
-        return collect_outputs(outputs, target_fn, count, self.score, self.result_kind)
+        target = targets.target if targets is not None else None
+        return collect_outputs(outputs, target, count, self.score, self.result_kind)
 
     # ---- inside the step ---------------------------------------------------------------------
 
-    def forward(self, inputs, ids, target_fn, score_model=None, groups: int = 1) -> Pass:
+    def forward(self, inputs, ids, target=None, data=None, score_model=None,
+                groups: int = 1) -> Pass:
         """Run the model (and the backward pass if the method uses gradients) for one layer.
 
         Args:
@@ -257,7 +263,7 @@ class BaseCAM(CamMaths):
                 (`aug_smooth`); top-1 classes are taken from the first view.
         """
         return run_forward(score_model or self.score_models[0], self.score_rule, inputs, ids,
-                           target_fn, self.uses_gradients, groups)
+                           target, data or {}, self.uses_gradients, groups)
 
     def input_size(self, inputs) -> tuple[int, ...]:
         """The spatial size of the image input that maps are resized to.
@@ -267,12 +273,15 @@ class BaseCAM(CamMaths):
         """
         return spatial_size(inputs, map_rank(self.layer))
 
-    def _compile(self, signature, inputs, target_fn, resize: bool, normalize: bool) -> Step:
+    def _compile(self, signature, inputs, target, resize: bool, normalize: bool) -> Step:
         size = self.input_size(inputs) if resize else None
 
-        def body(inputs, ids):
+        def body(inputs, ids, data):
             self.trace_count += 1
-            maps, run = self.compute(inputs, ids, target_fn, size, bool(normalize))
+            several = ids.shape.rank == 2
+            views, flat, data = per_class_views(inputs, ids, data) if several else (
+                inputs, ids, data)
+            maps, run = self.compute(views, flat, target, data, size, bool(normalize))
             return step_outputs(inputs, ids, maps, run)
 
         concrete = compile_step(body, signature, self.jit_compile, inputs)

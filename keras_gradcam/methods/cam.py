@@ -39,15 +39,17 @@ class CAM(BaseCAM):
         ]
         self._kernels = {id(m): d for m, d in zip(self.score_models, self.dense_layers)}
 
-    def explain(self, images, targets=None, **kwargs):
-        if callable(targets):
+    def resolve_targets(self, targets, samples: int):
+        resolved = super().resolve_targets(targets, samples)
+        if resolved.target is not None:
             raise ModelNotSupportedError(
-                "CAM explains classes and cannot use a callable target. Pass class indices, or "
-                "use a gradient method such as GradCAM for custom scores."
+                "CAM explains classes and cannot use a callable target or another scoring target "
+                f"({resolved.target.describe()}). Pass class indices, or use a gradient method "
+                "such as GradCAM for custom scores."
             )
-        return super().explain(images, targets, **kwargs)
+        return resolved
 
-    explain.__doc__ = BaseCAM.explain.__doc__
+    resolve_targets.__doc__ = BaseCAM.resolve_targets.__doc__
 
     def layer_maps(self, run: Pass) -> tf.Tensor:
         dense = self._kernels[id(run.score_model)]

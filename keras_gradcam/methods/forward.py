@@ -5,7 +5,6 @@ the CAM maths that turns them into maps."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import tensorflow as tf
@@ -13,7 +12,7 @@ import tensorflow as tf
 from keras_gradcam.errors import InvalidTargetError, ModelNotSupportedError
 from keras_gradcam.model import ScoreModel, unchanged
 from keras_gradcam.targets import (
-    call_target,
+    Target,
     class_scores,
     is_single_unit,
     probabilities,
@@ -53,23 +52,25 @@ class ScoreRule:
     space: str
     head: str | None
 
-    def __call__(self, outputs: list, ids: tf.Tensor, target_fn: Callable | None,
-                 groups: int = 1) -> Scores:
-        """Scores of `outputs` for classes `ids` (`TOP1`: the top-1 class), or of the callable.
+    def __call__(self, outputs: list, ids: tf.Tensor, target: Target | None,
+                 data: dict | None = None, groups: int = 1) -> Scores:
+        """Scores of `outputs` for classes `ids` (negative: ranks, `TOP1` the top-1 class), or
+        of the scoring `target` given this batch's `data`.
 
         Args:
             groups: The batch holds `groups` views of the same samples one after the other
-                (`aug_smooth`); top-1 classes are taken from the first view.
+                (`aug_smooth`); ranked classes are taken from the first view.
         """
         explained = outputs[self.output]
         per_class = class_scores(explained, self.space == "probability")
-        if groups > 1:  # every view explains the top-1 class of the original sample
+        if groups > 1:  # every view explains the ranked class of the original sample
             first = per_class[: tf.shape(per_class)[0] // groups]
-            top1 = tf.argmax(first, -1, output_type=tf.int32)
-            ids = tf.where(ids < 0, tf.tile(top1, [groups]), ids)
+            n = tf.shape(first)[0]
+            _, resolved = select_scores(first, ids[:n])
+            ids = tf.tile(resolved, [groups])
         scores, ids = select_scores(per_class, ids)
-        if target_fn is not None:
-            scores = call_target(target_fn, outputs)
+        if target is not None:
+            scores = target.score(explained, outputs, data or {})
         squashed = probabilities(per_class, self.space, self.head, is_single_unit(explained))
         return Scores(scores, ids, per_class, squashed)
 
@@ -88,7 +89,8 @@ class Pass:
         ids: int32 `(batch,)`, the explained class per sample (top-1 resolved).
         class_scores: float32 `(batch, classes)`.
         probabilities: float32 `(batch, classes)`.
-        target_fn: The user's target callable, or `None`.
+        target: The scoring target (a `Target`), or `None` for classes.
+        data: This batch's rows of the target's data (a dict of tensors).
         score_model: The `ScoreModel` that ran, to run it again (Score-CAM).
         rule: The `ScoreRule` that read the scores, to read them again.
     """
@@ -100,12 +102,13 @@ class Pass:
     ids: tf.Tensor
     class_scores: tf.Tensor
     probabilities: tf.Tensor
-    target_fn: Callable | None
+    target: Target | None
+    data: dict
     score_model: ScoreModel
     rule: ScoreRule
 
 
-def run_forward(score_model: ScoreModel, rule: ScoreRule, inputs, ids, target_fn,
+def run_forward(score_model: ScoreModel, rule: ScoreRule, inputs, ids, target, data,
                 gradients: bool, groups: int = 1) -> Pass:
     """Run the model (and the backward pass to the layer when `gradients`) over a batch.
 
@@ -120,13 +123,13 @@ def run_forward(score_model: ScoreModel, rule: ScoreRule, inputs, ids, target_fn
             return tensor
 
         activations, outputs = score_model(inputs, watch if gradients else unchanged)
-        scores = rule(outputs, ids, target_fn, groups)
+        scores = rule(outputs, ids, target, data, groups)
     grads = None
     if gradients:
         grads, *of_outputs = tape.gradient(scores.scores, [activations, *outputs])
-        if grads is None and target_fn is not None and all(g is None for g in of_outputs):
+        if grads is None and target is not None and all(g is None for g in of_outputs):
             raise InvalidTargetError(
-                "The score returned by the target callable does not depend on the model "
+                f"The score of the {target.describe()} does not depend on the model "
                 f"output (it returned {scores.scores!r}). Compute it from the output the "
                 "callable receives, e.g. `lambda out: out[:, 3]`."
             )
@@ -137,7 +140,7 @@ def run_forward(score_model: ScoreModel, rule: ScoreRule, inputs, ids, target_fn
             )
         grads = tf.cast(grads, tf.float32)
     return Pass(inputs, tf.cast(activations, tf.float32), grads, scores.scores, scores.ids,
-                scores.class_scores, scores.probabilities, target_fn, score_model, rule)
+                scores.class_scores, scores.probabilities, target, data, score_model, rule)
 
 
 __all__ = ["Pass", "ScoreRule", "Scores", "run_forward"]

@@ -66,7 +66,7 @@ class FullGrad(BaseCAM):
         super().__init__(model, None, **kwargs)
         self._bias_model = BiasScoreModel(model, self.path, self.score == "logits")
 
-    def gradient_terms(self, inputs, ids, target_fn=None,
+    def gradient_terms(self, inputs, ids, target=None, data=None,
                        groups: int = 1) -> tuple[list[tf.Tensor], Scores]:
         """The full-gradient terms of a batch: `x * df/dx` (like the image input), then
         `b * df/dz` of each biased layer in the order they ran (like its output, channels
@@ -74,6 +74,7 @@ class FullGrad(BaseCAM):
         without a final softmax).
 
         Args:
+            target, data: As for `BaseCAM.forward`: a scoring target and its batch data.
             groups: As for `BaseCAM.forward` (`aug_smooth` views).
 
         Returns:
@@ -84,7 +85,7 @@ class FullGrad(BaseCAM):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(leaves[image])
             outputs, records = self._bias_model.run(inputs, _watcher(tape))
-            scores = self.score_rule(outputs, ids, target_fn, groups)
+            scores = self.score_rule(outputs, ids, target, data or {}, groups)
         sources = [leaves[image]] + [z for _, z in records]
         grads = tape.gradient(scores.scores, sources,
                               unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -112,10 +113,11 @@ class FullGrad(BaseCAM):
             total += resize_maps(tf.reduce_sum(scaled, axis=-1), size)
         return total
 
-    def compute(self, inputs, ids, target_fn, size, normalize: bool):
+    def compute(self, inputs, ids, target, data, size, normalize: bool):
         augment = Augmentation(inputs) if self.aug_smooth else None
         views, groups = (augment.inputs, augment.groups) if augment else (inputs, 1)
-        terms, scores = self.gradient_terms(views, tf.tile(ids, [groups]), target_fn, groups)
+        data = {k: tf.tile(v, [groups] + [1] * (v.shape.rank - 1)) for k, v in data.items()}
+        terms, scores = self.gradient_terms(views, tf.tile(ids, [groups]), target, data, groups)
         maps = self.combine(terms, self.input_size(inputs))
         maps = augment.undo(maps) if augment else maps
         n = tf.shape(ids)[0]

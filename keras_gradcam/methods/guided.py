@@ -124,7 +124,7 @@ class GuidedScoreModel(ScoreModel):
         return twin_with_activation(op, guided)
 
 
-def guided_gradients(rule, model: GuidedScoreModel, inputs, ids, target_fn, image: int):
+def guided_gradients(rule, model: GuidedScoreModel, inputs, ids, target, data, image: int):
     """Gradient of the score w.r.t. the image input through guided ReLUs.
 
     Args:
@@ -137,7 +137,7 @@ def guided_gradients(rule, model: GuidedScoreModel, inputs, ids, target_fn, imag
     with tf.GradientTape(watch_accessed_variables=False) as tape:
         tape.watch(leaves[image])
         _, outputs = model(inputs, unchanged)
-        scores = rule(outputs, ids, target_fn)
+        scores = rule(outputs, ids, target, data)
     gradients = tape.gradient(scores.scores, leaves[image])
     if gradients is None:
         raise ModelNotSupportedError("The explained score does not depend on the image input.")

@@ -26,12 +26,14 @@ class _Guided:
     def _build_guided(self):
         self._guided_model = GuidedScoreModel(self.model, self.path, self.score == "logits")
 
-    def guided(self, inputs, ids, target_fn) -> tuple[tf.Tensor, Scores]:
+    def guided(self, inputs, ids, target, data) -> tuple[tf.Tensor, Scores]:
         augment = Augmentation(inputs) if self.aug_smooth else None
         views, groups = (augment.inputs, augment.groups) if augment else (inputs, 1)
         image = require_image(inputs, map_rank(self.layer), "Guided backpropagation")
+        data = {k: tf.tile(v, [groups] + [1] * (v.shape.rank - 1)) for k, v in data.items()}
         grads, scores = guided_gradients(
-            self.score_rule, self._guided_model, views, tf.tile(ids, [groups]), target_fn, image
+            self.score_rule, self._guided_model, views, tf.tile(ids, [groups]), target, data,
+            image,
         )
         n = tf.shape(ids)[0]
         first = Scores(scores.scores[:n], scores.ids[:n], scores.class_scores[:n],
@@ -62,8 +64,8 @@ class GuidedBackprop(_Guided, BaseCAM):
         super().__init__(model, layer, **kwargs)
         self._build_guided()
 
-    def compute(self, inputs, ids, target_fn, size, normalize: bool):
-        grads, scores = self.guided(inputs, ids, target_fn)
+    def compute(self, inputs, ids, target, data, size, normalize: bool):
+        grads, scores = self.guided(inputs, ids, target, data)
         return (centred_scale(grads) if normalize else grads), scores
 
 
@@ -83,8 +85,8 @@ class GuidedGradCAM(_Guided, GradCAM):
         super().__init__(model, layer, **kwargs)
         self._build_guided()
 
-    def compute(self, inputs, ids, target_fn, size, normalize: bool):
-        heatmaps, run = super().compute(inputs, ids, target_fn, self.input_size(inputs), True)
-        grads = self.guided(inputs, run.ids[: tf.shape(ids)[0]], target_fn)[0]
+    def compute(self, inputs, ids, target, data, size, normalize: bool):
+        heatmaps, run = super().compute(inputs, ids, target, data, self.input_size(inputs), True)
+        grads = self.guided(inputs, run.ids[: tf.shape(ids)[0]], target, data)[0]
         product = grads * heatmaps[..., None]
         return (centred_scale(product) if normalize else product), run

@@ -51,7 +51,8 @@ def masked_scores(run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
         chunk_leaves[index] = chunk_leaves[index] * tf.cast(mask, leaves[index].dtype)
         inputs = keras.tree.pack_sequence_as(run.inputs, chunk_leaves)
         _, outputs = run.score_model(inputs, unchanged)
-        value = run.rule(outputs, tf.gather(run.ids, sample), run.target_fn).scores
+        data = {k: tf.gather(v, sample) for k, v in run.data.items()}
+        value = run.rule(outputs, tf.gather(run.ids, sample), run.target, data).scores
         return i + 1, scores.write(i, value)
 
     array = tf.TensorArray(tf.float32, size=steps, element_shape=(chunk,))

@@ -44,13 +44,13 @@ class CamMaths:
         `(A, dA)` (the classes, or more forward passes) override this."""
         return self.compute_maps(run.activations, run.gradients)
 
-    def raw_maps(self, inputs, ids, target_fn) -> tuple[tf.Tensor, ...]:
+    def raw_maps(self, inputs, ids, target=None, data=None) -> tuple[tf.Tensor, ...]:
         """Run the model for the first layer; returns `(maps before the ReLU, scores, ids,
         class_scores)`."""
-        run = self.forward(inputs, ids, target_fn)
+        run = self.forward(inputs, ids, target, data or {})
         return self.layer_maps(run), run.scores, run.ids, run.class_scores
 
-    def compute(self, inputs, ids, target_fn, size, normalize: bool) -> tuple[tf.Tensor, Pass]:
+    def compute(self, inputs, ids, target, data, size, normalize: bool) -> tuple[tf.Tensor, Pass]:
         """The body of the compiled step: the maps of one batch and the first layer's run.
 
         Every layer's map is computed (on the augmented views with `aug_smooth`), ReLU'd,
@@ -60,9 +60,10 @@ class CamMaths:
         augment = Augmentation(inputs) if self.aug_smooth else None
         views = augment.inputs if augment else inputs
         groups = augment.groups if augment else 1
+        data = {k: tf.tile(v, [groups] + [1] * (v.shape.rank - 1)) for k, v in data.items()}
         first, maps = None, []
         for score_model in self.score_models:
-            run = self.forward(views, tf.tile(ids, [groups]), target_fn, score_model, groups)
+            run = self.forward(views, tf.tile(ids, [groups]), target, data, score_model, groups)
             first = run if first is None else first
             maps.append(tf.nn.relu(self.layer_maps(run)))
         if size is None:

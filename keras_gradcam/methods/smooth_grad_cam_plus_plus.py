@@ -69,10 +69,12 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         out[image] = tf.cast(tf.concat([x, noisy], axis=0), leaves[image].dtype)
         return keras.tree.pack_sequence_as(inputs, out)
 
-    def forward(self, inputs, ids, target_fn, score_model=None, groups: int = 1) -> Pass:
+    def forward(self, inputs, ids, target=None, data=None, score_model=None,
+                groups: int = 1) -> Pass:
         copies = self.samples + 1
+        data = {k: tf.tile(v, [copies] + [1] * (v.shape.rank - 1)) for k, v in (data or {}).items()}
         return run_forward(score_model or self.score_models[0], self.score_rule,
-                           self.noisy_copies(inputs), tf.tile(ids, [copies]), target_fn, True,
+                           self.noisy_copies(inputs), tf.tile(ids, [copies]), target, data, True,
                            groups * copies)
 
     def layer_maps(self, run: Pass) -> tf.Tensor:

@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from keras_gradcam.metrics._checks import check_finite
 from keras_gradcam.model import head_activation
-from keras_gradcam.targets import class_ids
+from keras_gradcam.targets import class_ids, two_class
 
 _ACTIVATIONS = ("auto", "softmax", None)
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -35,9 +35,8 @@ class Scorer:
             outputs = keras.tree.flatten(model_ref()(images, training=False))
             scores = tf.cast(outputs[output], tf.float32)
             scores = tf.reshape(scores, (-1, int(np.prod(scores.shape[1:]))))
-            if scores.shape[-1] == 1:
-                unit = tf.sigmoid(scores) if squash else scores
-                return tf.concat([1.0 - unit, unit], axis=-1)
+            if scores.shape[-1] == 1:  # the single-unit rule, read as probabilities
+                return two_class(tf.sigmoid(scores) if squash else scores, probability=True)
             return tf.nn.softmax(scores) if squash else scores
 
         def perturbed(images, ranks, cutoffs, baselines, targets, insert):

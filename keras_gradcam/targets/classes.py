@@ -36,15 +36,17 @@ def _out_of_range(ids: np.ndarray, num_classes: int | None, what: str, positions
 
 
 def class_ids(targets: Targets, batch: int, num_classes: int | None) -> np.ndarray:
-    """Turn `targets` into one int32 class id per sample (`TOP1` for the top-1 class).
+    """Turn `targets` into int32 class ids (`TOP1` for the top-1 class).
 
     Args:
-        targets: `None` (top-1), an int (that class for every sample) or one class per sample.
+        targets: `None` (top-1), an int (that class for every sample), one class per sample
+            `(batch,)`, or several classes per sample: `(batch, K)` or a ragged list of lists
+            (padded with `PAD`).
         batch: Number of samples.
         num_classes: Size of the explained output's last axis, if known.
 
     Returns:
-        An int32 array of shape `(batch,)`.
+        An int32 array of shape `(batch,)`, or `(batch, K)` for several classes per sample.
 
     Raises:
         InvalidTargetError: wrong length, type or class range.
@@ -56,19 +58,41 @@ def class_ids(targets: Targets, batch: int, num_classes: int | None) -> np.ndarr
     if isinstance(targets, (int, np.integer)):
         ids = np.full((batch,), int(targets), np.int64)
     else:
-        ids = np.asarray(targets)
-        if ids.ndim != 1 or not (ids.dtype.kind in "iu" or ids.size == 0):
+        ids = _padded(targets) if _is_ragged(targets) else np.asarray(targets)
+        if ids.ndim not in (1, 2) or not (ids.dtype.kind in "iu" or ids.size == 0):
             raise InvalidTargetError(
-                "`targets` must be None, an int, one int class per sample, or a callable. "
+                "`targets` must be None, an int, one int class per sample (or several: a list "
+                "per sample), or a callable. "
                 f"Received: targets with shape {ids.shape} and dtype {ids.dtype}."
             )
         if len(ids) != batch:
             raise InvalidTargetError(
-                f"`targets` must hold one class per sample: expected {batch} values, "
-                f"received {len(ids)}. Pass an int to explain the same class for all images."
+                "`targets` must hold one class per sample: one int class per sample, or a list "
+                f"of int classes per sample for several: expected {batch} values, received "
+                f"{len(ids)}. Pass an int to explain the same class for all images."
             )
-    _out_of_range(ids, num_classes, "Target classes")
+    _out_of_range(ids[ids != PAD], num_classes, "Target classes")
     return ids.astype(np.int32)
+
+
+PAD = -(2**30)  # an empty slot of a ragged list of classes (its map is all zero)
+
+
+def _is_ragged(targets) -> bool:
+    return isinstance(targets, (list, tuple)) and any(
+        isinstance(t, (list, tuple, np.ndarray)) for t in targets
+    ) and len({len(t) if hasattr(t, "__len__") else -1 for t in targets}) > 1
+
+
+def _padded(targets) -> np.ndarray:
+    rows = [np.asarray(t).reshape(-1) for t in targets]
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows), width), PAD, np.int64)
+    for i, row in enumerate(rows):
+        if row.size and row.dtype.kind not in "iu":
+            raise InvalidTargetError(f"`targets[{i}]` must hold int classes. Received: {row}.")
+        out[i, : len(row)] = row
+    return out
 
 
 def label_ids(labels, num_classes: int | None, name: str = "labels",
@@ -175,22 +199,29 @@ def probabilities(scores: tf.Tensor, space: str, head: str | None, single: bool)
 
 
 def select_scores(per_class: tf.Tensor, ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """Pick one score per sample, `per_class[i, ids[i]]`, the top-1 class where `ids` is `TOP1`.
+    """Pick one score per sample, `per_class[i, ids[i]]`. A negative id is a rank: `TOP1`
+    (-1) the highest-scoring class, -2 the second, ... (`PAD` counts as `TOP1`).
 
     Returns:
-        `(score, ids)`: scores of shape `(batch,)` and the class ids used (top-1 resolved).
+        `(score, ids)`: scores of shape `(batch,)` and the class ids used (ranks resolved).
     """
     top1 = tf.argmax(per_class, axis=-1, output_type=tf.int32)
-    ids = tf.where(ids < 0, top1, ids)
+    if ids.dtype != tf.int32:
+        ids = tf.cast(ids, tf.int32)
+    rank = tf.clip_by_value(-ids - 1, 0, tf.shape(per_class)[-1] - 1)
+    order = tf.argsort(per_class, axis=-1, direction="DESCENDING", stable=True)
+    ranked = tf.where(rank > 0, tf.gather(order, rank, batch_dims=1), top1)
+    ids = tf.where(ids < 0, ranked, ids)
     return tf.gather(per_class, ids, axis=1, batch_dims=1), ids
 
 
-def call_target(fn: Callable, outputs: list) -> tf.Tensor:
+def call_target(fn: Callable, outputs: list, name: Callable | None = None) -> tf.Tensor:
     """Apply a user's target callable to the outputs; check it gives a score vector.
 
     Args:
         fn: The callable; it gets the model output (a list when the model has several).
         outputs: The model outputs, a flat list.
+        name: What to call the callable in messages (defaults to `fn`).
 
     Returns:
         float32 `(batch,)`. That it holds one score per sample is checked by the step (see
@@ -200,6 +231,7 @@ def call_target(fn: Callable, outputs: list) -> tf.Tensor:
         InvalidTargetError: the callable failed, or returned something else than a numeric
             tensor of shape `(batch,)` computed from the outputs.
     """
+    fn_name = _name(name or fn)
     try:
         value = fn(outputs[0] if len(outputs) == 1 else outputs)
     except InvalidTargetError:
@@ -207,35 +239,36 @@ def call_target(fn: Callable, outputs: list) -> tf.Tensor:
     except Exception as error:  # the user's code: say whose it is
         text = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise InvalidTargetError(
-            f"The target callable {_name(fn)} raised {type(error).__name__}: {text} It receives "
+            f"The target callable {fn_name} raised {type(error).__name__}: {text} It receives "
             "the model output (a list for several outputs) and must return one score per sample."
         ) from error
     if not isinstance(value, (tf.Tensor, tf.Variable)):
         raise InvalidTargetError(
-            f"The target callable {_name(fn)} must return a tensor of scores computed from the "
+            f"The target callable {fn_name} must return a tensor of scores computed from the "
             f"model output, shape (batch,). Received a {type(value).__name__}: "
             f"{str(value)[:80]}. Use tensor operations on the output, e.g. "
             "`lambda out: out[:, 3]`."
         )
     if value.shape.rank != 1:
         raise InvalidTargetError(
-            f"The target callable {_name(fn)} must return one score per sample, shape "
+            f"The target callable {fn_name} must return one score per sample, shape "
             f"(batch,). Received a tensor of shape {tuple(value.shape)}; reduce it, e.g. with "
             "`keras.ops.sum(..., axis=...)`."
         )
     if not (value.dtype.is_floating or value.dtype.is_integer):
         raise InvalidTargetError(
-            f"The target callable {_name(fn)} must return numeric scores. Received dtype "
+            f"The target callable {fn_name} must return numeric scores. Received dtype "
             f"{value.dtype.name}."
         )
     return tf.cast(value, tf.float32)
 
 
-def check_score_count(fn: Callable | None, count: int, samples: int) -> None:
-    """Raise when a target callable gave `count` scores for `samples` samples."""
+def check_score_count(target, count: int, samples: int) -> None:
+    """Raise when a target (a callable) gave `count` scores for `samples` samples."""
     if count != samples:
+        what = target.describe() if hasattr(target, "describe") else _name(target)
         raise InvalidTargetError(
-            f"The target callable {_name(fn)} must return exactly one score per sample: it "
+            f"The {what} must return exactly one score per sample: it "
             f"returned {count} scores for {samples} samples. Do not slice or reduce the batch "
             "axis; index the class axis instead, e.g. `lambda out: out[:, 1]`."
         )
