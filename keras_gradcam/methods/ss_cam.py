@@ -31,7 +31,7 @@ class SSCAM(ScoreCAM):
     Args:
         samples: Noisy copies `N` of each mask. Defaults to 35 (torch-cam's default).
         sigma: Standard deviation of the noise, in mask units (masks lie in [0, 1]).
-            Defaults to 2.0 (torch-cam's default and the paper's sigma).
+            Defaults to 2.0 (torch-cam's default).
         seed: Seed of the noise. Defaults to 0.
         max_channels: As for `ScoreCAM`. The cost is `samples` forward passes per kept
             channel and sample.
