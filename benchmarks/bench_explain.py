@@ -69,6 +69,10 @@ METHOD_OPTIONS = {
     "fem": {},  # 1.0x: one forward pass, no gradients
     "finercam": {},  # 1.0x: Grad-CAM plus a top-k over the classes
     "shapleycam": {},  # 1.0x (linear head; 1.25x from conv2): a Hessian-vector product
+    "sscam": {"max_channels": 16},  # 360-400x: Score-CAM's passes times 35 noisy masks
+    "iscam": {"max_channels": 16},  # 85-100x: Score-CAM's passes times 10 scaled masks
+    "smoothgradcam++": {},  # 19-25x: 16 noisy copies and the clean input in one batch
+    "fullgrad": {},  # 2.5x: one backward pass to the input and every biased layer
 }
 
 

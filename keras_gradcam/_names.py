@@ -4,4 +4,5 @@ METHOD_NAMES = (
     "gradcam", "gradcam++", "hirescam", "gradcam-elementwise", "xgradcam", "layercam", "cam",
     "scorecam", "eigencam", "eigengradcam", "guided-gradcam", "guided-backprop",
     "ablationcam", "kpcacam", "fem", "finercam", "shapleycam",
+    "sscam", "iscam", "smoothgradcam++", "fullgrad",
 )

@@ -235,3 +235,38 @@ def plot(images, heatmaps=None, titles: Sequence[str] | None = None, cols: int =
             if titles is not None and i < len(titles):
                 axis.set_title(str(titles[i]), fontsize=9)
     return figure
+
+
+def draw_concepts(images, maps, colormap: str = "tab10", alpha: float = 0.6) -> np.ndarray:
+    """uint8 RGB pictures `(batch, H, W, 3)` of concept maps (Deep Feature Factorization).
+
+    Each pixel takes the colour of its strongest concept `j = argmax_k m_k` (colour `j` of the
+    matplotlib colour map, cycling), weighed by that concept's value `s = m_j` (each map scaled
+    to its maximum first): `picture = (1 - alpha s) image + alpha s colour_j`.
+
+    Args:
+        images: `(batch, H, W[, C])` images, as for `overlay`.
+        maps: `(batch, k, h, w)` non-negative concept maps (`Factorization.maps`).
+        colormap: A matplotlib colour map; qualitative ones ("tab10", "tab20") suit best.
+        alpha: Weight of the colours.
+    """
+    import matplotlib
+
+    maps = np.asarray(maps, np.float32)
+    base = to_unit_rgb(images)
+    if maps.ndim != 4 or len(maps) != len(base) or not np.isfinite(maps).all():
+        raise ValueError(
+            "`maps` must be finite concept maps (batch, k, h, w), one batch row per image. "
+            f"Received: maps.shape={maps.shape} for {len(base)} images."
+        )
+    batch, k = maps.shape[:2]
+    maps = resize(maps.reshape(batch * k, *maps.shape[2:]), base.shape[1:3])
+    maps = maps.reshape(batch, k, *base.shape[1:3])
+    peak = maps.max(axis=(2, 3), keepdims=True)
+    maps = np.divide(maps, peak, out=np.zeros_like(maps), where=peak > 0)
+    cmap = matplotlib.colormaps[colormap]
+    steps = np.arange(k) % cmap.N if cmap.N < 256 else np.linspace(0, 1, k)
+    colours = cmap(steps)[:, :3].astype(np.float32)
+    strength = np.clip(maps.max(axis=1), 0.0, 1.0)[..., None] * alpha
+    mixed = (1 - strength) * base + strength * colours[maps.argmax(axis=1)]
+    return np.round(np.clip(mixed, 0.0, 1.0) * 255).astype(np.uint8)

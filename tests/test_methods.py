@@ -277,6 +277,7 @@ def test_registry_names_every_method():
         "gradcam", "gradcam++", "hirescam", "gradcam-elementwise", "xgradcam", "layercam",
         "cam", "scorecam", "eigencam", "eigengradcam", "guided-gradcam", "guided-backprop",
         "ablationcam", "kpcacam", "fem", "finercam", "shapleycam",
+        "sscam", "iscam", "smoothgradcam++", "fullgrad",
     ]
     for name, cls in kgc.METHODS.items():
         assert kgc.get_method(name) is cls and kgc.get_method(cls.__name__) is cls

@@ -59,3 +59,20 @@ def masked_scores(run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
     _, array = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), array))
     return tf.reshape(tf.reshape(array.stack(), [-1])[:total], [-1, channels])
 
+
+def averaged_scores(run, masks: tf.Tensor, chunk: int, draws: int, draw_masks) -> tf.Tensor:
+    """The mean over `draws` of `masked_scores(run, draw_masks(masks, j), chunk)`, j = 0, 1, ...
+
+    The draws run one after the other in a `tf.while_loop` (SS-CAM's noisy masks, IS-CAM's
+    scaled masks); `draw_masks(masks, j)` gets `j` as an int32 scalar tensor.
+
+    Returns:
+        `(batch, channels)`.
+    """
+    total = tf.zeros([tf.shape(masks)[0], masks.shape[1]], tf.float32)
+
+    def body(j, total):
+        return j + 1, total + masked_scores(run, draw_masks(masks, j), chunk)
+
+    _, total = tf.while_loop(lambda j, _: j < draws, body, (tf.constant(0), total))
+    return total / draws

@@ -57,8 +57,13 @@ class ScoreCAM(BaseCAM):
         index = require_image(run.inputs, activations.shape.rank - 2, "Score-CAM")
         size = tuple(keras.tree.flatten(run.inputs)[index].shape[1 : activations.shape.rank - 1])
         masks = channel_masks(activations, size)
-        weights = tf.nn.softmax(masked_scores(run, masks, self.batch_size), axis=-1)
+        weights = tf.nn.softmax(self.mask_scores(run, masks), axis=-1)
         return weighted_sum(weights, activations)
+
+    def mask_scores(self, run: Pass, masks: tf.Tensor) -> tf.Tensor:
+        """Scores `(batch, channels)` of the inputs masked by `masks` `(batch, channels, *size)`;
+        SS-CAM and IS-CAM average them over several variations of each mask."""
+        return masked_scores(run, masks, self.batch_size)
 
 
 def top_variance_channels(activations: tf.Tensor, count: int | None) -> tf.Tensor:

@@ -15,6 +15,7 @@ Example:
 >>> metrics.pointing_game(maps, boxes, tolerance=15)        # (n,) of 1.0 / 0.0
 >>> metrics.mean_energy_in_mask(maps, boxes)                 # a float in [0, 1]
 >>> metrics.mean_deletion(model, images, maps, steps=50)     # RISE deletion area, lower is better
+>>> metrics.mean_road(model, images, maps, order="morf")     # ROAD, lower is better
 """
 
 from keras_gradcam.metrics.faithfulness import (
@@ -44,6 +45,13 @@ from keras_gradcam.metrics.perturbation import (
     mean_deletion,
     mean_insertion,
 )
+from keras_gradcam.metrics.road import (
+    RoadCurve,
+    mean_road,
+    noisy_linear_imputation,
+    road,
+    road_curve,
+)
 from keras_gradcam.metrics.sanity import (
     mean_randomization_check,
     randomization_check,
@@ -53,6 +61,7 @@ from keras_gradcam.metrics.sanity import (
 
 __all__ = [
     "PerturbationCurve",
+    "RoadCurve", "mean_road", "noisy_linear_imputation", "road", "road_curve",  # issue 18 B
     "average_drop",
     "box_from_heatmap",
     "deletion",
