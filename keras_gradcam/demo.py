@@ -58,7 +58,8 @@ def load_demo_data(data: str = "auto", n_train: int = 4000, n_probe: int = 16, s
     Returns:
         dict with `x_train` (class markers), `x_control` (markers in random corners: they
         predict nothing), `y_train, x_probe, y_probe, probe_masks, x_test, y_test,
-        x_test_clean` (no marker), `class_names, source` (the data in words) and `note` (why
+        x_test_clean` (no marker), `test_masks`, `class_names, source` (the data in words)
+        and `note` (why
         this data, and how to get Fashion-MNIST when it was not used).
 
     Raises:
@@ -107,7 +108,7 @@ def load_demo_data(data: str = "auto", n_train: int = 4000, n_probe: int = 16, s
     return {
         "x_train": x_train, "x_control": x_control, "y_train": labels[train].astype(np.int32),
         "x_probe": x_test[:n_probe], "y_probe": y_test[:n_probe], "probe_masks": masks[:n_probe],
-        "x_test": x_test, "y_test": y_test, "x_test_clean": x_clean,
+        "x_test": x_test, "y_test": y_test, "x_test_clean": x_clean, "test_masks": masks,
         "class_names": names, "source": source, "note": note,
     }
 
