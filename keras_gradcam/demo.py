@@ -59,8 +59,7 @@ def load_demo_data(data: str = "auto", n_train: int = 4000, n_probe: int = 16, s
         dict with `x_train` (class markers), `x_control` (markers in random corners: they
         predict nothing), `y_train, x_probe, y_probe, probe_masks, x_test, y_test,
         x_test_clean` (no marker), `test_masks`, `class_names, source` (the data in words)
-        and `note` (why
-        this data, and how to get Fashion-MNIST when it was not used).
+        and `note` (why this data, and how to get Fashion-MNIST when it was not used).
 
     Raises:
         FileNotFoundError: `data="fashion-mnist"` (or `KERAS_GRADCAM_DATA=fashion-mnist`) and
