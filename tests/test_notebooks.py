@@ -64,6 +64,8 @@ def _check_quickstart(text: str) -> None:
     # Offline the notebook must say why it trains its own model.
     if "MobileNetV2 (ImageNet)" not in text:
         assert "could not be downloaded" in text
+        assert "data: " in text  # and which data it trained on
+        assert "Downloading data from" not in text  # no doomed download attempt
 
 
 def _check_bias(text: str) -> None:
