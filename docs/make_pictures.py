@@ -14,7 +14,6 @@ import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import keras_gradcam as kgc  # noqa: E402
