@@ -101,8 +101,9 @@ class GradCAMCallback(keras.callbacks.Callback):
         num_probes: How many samples to take from a dataset. Defaults to 16.
         colormap: Matplotlib colour map of the overlays. Defaults to `"jet"`.
         alpha: Weight of the heatmap in the overlays. Defaults to 0.4.
-        pointing_tolerance: Pixels of tolerance of the pointing game (15 in the paper; use less
-            for small images). Defaults to 15.
+        pointing_tolerance: Pixels of tolerance of the pointing game. Defaults to None: the
+            paper's 15 pixels at 224x224 scaled with the probe maps, `15 * max(H, W) / 224`
+            (about 2 pixels for 32x32 probes); a number means pixels.
         batch_size: Largest number of probes explained at once. Defaults to 32.
         method_kwargs: Extra keyword arguments for the method's constructor (e.g.
             `{"score": "probability"}`).
@@ -145,7 +146,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         num_probes: int = 16,
         colormap: str = "jet",
         alpha: float = 0.4,
-        pointing_tolerance: float = 15,
+        pointing_tolerance: float | None = None,
         batch_size: int = 32,
         method_kwargs: dict | None = None,
     ):

@@ -151,6 +151,19 @@ def test_method_by_name_or_class(tmp_path, method):
     assert ("gradcam/grid", 0) in written(str(tmp_path / "gradcam"))["images"]
 
 
+def test_pointing_tolerance_defaults_to_15_pixels_at_224_scaled_to_the_probes(tmp_path):
+    from keras_gradcam.probes import ProbeSet
+
+    cb = kgc.GradCAMCallback(np.zeros((1, SIZE, SIZE, 3), np.float32), tmp_path)
+    masks = np.zeros((1, SIZE, SIZE), bool)
+    masks[0, 0, 0] = True
+    maps = np.zeros((1, SIZE, SIZE), np.float32)
+    maps[0, 0, 3] = 1.0  # 3 pixels from the object: more than 15 * 24 / 224 = 1.6
+    probes = ProbeSet(None, 1, None, np.zeros((1, SIZE, SIZE, 3), np.float32), masks)
+    np.testing.assert_array_equal(probes.localisation(maps, cb.pointing_tolerance)[1], [0.0])
+    np.testing.assert_array_equal(probes.localisation(maps, 3)[1], [1.0])  # pixels
+
+
 def test_method_without_2d_maps_is_refused_at_train_begin(tmp_path):
     x, y, _ = objects(4, shortcut=False, seed=0)
     cb = kgc.GradCAMCallback(x, tmp_path, probe_labels=y, method="GuidedGradCAM")
