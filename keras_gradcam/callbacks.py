@@ -6,7 +6,7 @@ does; a fit with `initial_epoch` continues the steps), into `log_dir/gradcam`:
 
 - Images `gradcam/probe_00`, `gradcam/probe_01`, ...: per probe the original, the overlay for
   the explained target and, with `explain_classes="both"` where the prediction differs from
-  the label, the overlay for the prediction, side by side (2 white pixels apart). The summary
+  the label, the overlay for the prediction, side by side (2 dark pixels apart). The summary
   description carries label, prediction and score.
 - Image `gradcam/grid`: the overlays of all probes in a near-square grid.
 - Text `gradcam/predictions`: a table of label, prediction, score and metrics per probe.

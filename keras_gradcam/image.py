@@ -182,9 +182,10 @@ def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
 
 
 GAP = 2  # pixels between panels and grid cells
+GAP_VALUE = 32  # dark grey: a white line reads as part of a bright overlay, a dark one does not
 
 
-def side_by_side(panels: list[np.ndarray], gap_value: int = 255) -> np.ndarray:
+def side_by_side(panels: list[np.ndarray], gap_value: int = GAP_VALUE) -> np.ndarray:
     """uint8 `(H, W, 3)` panels side by side, `GAP` pixels of `gap_value` apart."""
     height = panels[0].shape[0]
     gap = np.full((height, GAP, 3), gap_value, np.uint8)
@@ -198,8 +199,9 @@ def grid_shape(n: int) -> tuple[int, int]:
     return -(-n // cols), cols
 
 
-def grid(pictures: np.ndarray, gap_value: int = 255) -> np.ndarray:
-    """uint8 `(n, H, W, 3)` pictures in a near-square grid, `GAP` pixels apart."""
+def grid(pictures: np.ndarray, gap_value: int = GAP_VALUE) -> np.ndarray:
+    """uint8 `(n, H, W, 3)` pictures in a near-square grid, `GAP` pixels of `gap_value` apart
+    (empty cells too)."""
     n, height, width, _ = pictures.shape
     rows, cols = grid_shape(n)
     out = np.full(
