@@ -21,6 +21,9 @@ Scalars are computed on the maps of the label (the prediction with
 `explain_classes="predicted"` or without labels.
 
 A model that learns a shortcut outside the object shows its energy inside the object falling.
+With `masks`, a custom-scalars layout (TensorBoard's CUSTOM SCALARS tab, written once) charts
+"accuracy vs energy inside the object": `gradcam/probe_accuracy`, `gradcam/energy_in_mask` and
+the `epoch_accuracy` of `keras.callbacks.TensorBoard` (train and validation) when it logs one.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from keras_gradcam.summaries import (
     class_namer,
     open_writer,
     scalar_summaries,
+    write_layout,
     write_summaries,
 )
 
@@ -71,9 +75,7 @@ class GradCAMCallback(keras.callbacks.Callback):
     (probe shapes, layer, labels, masks, a `log_dir` that cannot be written) raises a
     `ValueError` at train begin, before the first training step; afterwards a failure while
     explaining one epoch is a warning (saying what of that epoch was written) and training
-    goes on.
-
-    What is written is listed in this module's docstring (`keras_gradcam.callbacks`).
+    goes on. What is written is listed in this module's docstring (`keras_gradcam.callbacks`).
 
     Args:
         probe_images: Model-ready inputs `(n, ...)` (an array, tensor, or list/dict for
@@ -195,7 +197,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         self.last_explanation: Explanation | None = None
         self.last_scalars: dict[str, float] = {}
         self.timings: list[float] = []
-        self._writer = None
+        self._writer, self._layout_written = None, False
         self._previous_maps: np.ndarray | None = None
 
     @property
@@ -260,9 +262,11 @@ class GradCAMCallback(keras.callbacks.Callback):
             )
 
     def _open_writer(self):
-        """Create the writer now, so that a `log_dir` that cannot be written fails here."""
+        """Create the writer now (a bad `log_dir` fails here); with masks, write the layout once."""
         if self._writer is None:
             self._writer = open_writer(os.path.join(self.log_dir, "gradcam"))
+            if self.probes.masks is not None and not self._layout_written:
+                self._layout_written = write_layout(self._writer)
 
     # ---- per epoch ---------------------------------------------------------------------------
 
