@@ -6,7 +6,7 @@ does; a fit with `initial_epoch` continues the steps), into `log_dir/gradcam`:
 
 - Images `gradcam/probe_00`, `gradcam/probe_01`, ...: per probe the original, the overlay for
   the explained target and, with `explain_classes="both"` where the prediction differs from
-  the label, the overlay for the prediction, side by side (2 white pixels apart). The summary
+  the label, the overlay for the prediction, side by side (2 dark pixels apart). The summary
   description carries label, prediction and score.
 - Image `gradcam/grid`: the overlays of all probes in a near-square grid.
 - Text `gradcam/predictions`: a table of label, prediction, score and metrics per probe.
@@ -21,6 +21,9 @@ Scalars are computed on the maps of the label (the prediction with
 `explain_classes="predicted"` or without labels.
 
 A model that learns a shortcut outside the object shows its energy inside the object falling.
+With `masks`, a custom-scalars layout (TensorBoard's CUSTOM SCALARS tab, written once) charts
+"accuracy vs energy inside the object": `gradcam/probe_accuracy`, `gradcam/energy_in_mask` and
+the `epoch_accuracy` of `keras.callbacks.TensorBoard` (train and validation) when it logs one.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from keras_gradcam.summaries import (
     class_namer,
     open_writer,
     scalar_summaries,
+    write_layout,
     write_summaries,
 )
 
@@ -71,9 +75,7 @@ class GradCAMCallback(keras.callbacks.Callback):
     (probe shapes, layer, labels, masks, a `log_dir` that cannot be written) raises a
     `ValueError` at train begin, before the first training step; afterwards a failure while
     explaining one epoch is a warning (saying what of that epoch was written) and training
-    goes on.
-
-    What is written is listed in this module's docstring (`keras_gradcam.callbacks`).
+    goes on. What is written is listed in this module's docstring (`keras_gradcam.callbacks`).
 
     Args:
         probe_images: Model-ready inputs `(n, ...)` (an array, tensor, or list/dict for
@@ -101,8 +103,9 @@ class GradCAMCallback(keras.callbacks.Callback):
         num_probes: How many samples to take from a dataset. Defaults to 16.
         colormap: Matplotlib colour map of the overlays. Defaults to `"jet"`.
         alpha: Weight of the heatmap in the overlays. Defaults to 0.4.
-        pointing_tolerance: Pixels of tolerance of the pointing game (15 in the paper; use less
-            for small images). Defaults to 15.
+        pointing_tolerance: Pixels of tolerance of the pointing game. Defaults to None: the
+            paper's 15 pixels at 224x224 scaled with the probe maps, `15 * max(H, W) / 224`
+            (about 2 pixels for 32x32 probes); a number means pixels.
         batch_size: Largest number of probes explained at once. Defaults to 32.
         method_kwargs: Extra keyword arguments for the method's constructor (e.g.
             `{"score": "probability"}`).
@@ -145,7 +148,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         num_probes: int = 16,
         colormap: str = "jet",
         alpha: float = 0.4,
-        pointing_tolerance: float = 15,
+        pointing_tolerance: float | None = None,
         batch_size: int = 32,
         method_kwargs: dict | None = None,
     ):
@@ -194,7 +197,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         self.last_explanation: Explanation | None = None
         self.last_scalars: dict[str, float] = {}
         self.timings: list[float] = []
-        self._writer = None
+        self._writer, self._layout_written = None, False
         self._previous_maps: np.ndarray | None = None
 
     @property
@@ -259,9 +262,11 @@ class GradCAMCallback(keras.callbacks.Callback):
             )
 
     def _open_writer(self):
-        """Create the writer now, so that a `log_dir` that cannot be written fails here."""
+        """Create the writer now (a bad `log_dir` fails here); with masks, write the layout once."""
         if self._writer is None:
             self._writer = open_writer(os.path.join(self.log_dir, "gradcam"))
+            if self.probes.masks is not None and not self._layout_written:
+                self._layout_written = write_layout(self._writer)
 
     # ---- per epoch ---------------------------------------------------------------------------
 

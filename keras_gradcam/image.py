@@ -68,31 +68,57 @@ def colorize(heatmaps, colormap: str = "jet") -> np.ndarray:
 
 
 def overlay(images, heatmaps, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
-    """Overlay heatmaps on images, following the Grad-CAM display steps.
+    """Overlay heatmaps on images, following the Grad-CAM display steps; pictures of any method.
 
     Steps: image / 255; heatmap scaled to its maximum; resized to the image; coloured; added
     with weight `alpha`; the sum rescaled to [0, 255].
 
+    The guided methods (`GuidedBackprop`, `GuidedGradCAM`) return images, not heatmaps: an
+    `Explanation` with `kind == "image"`, or a `(batch, H, W, C)` array with 1 or 3 channels,
+    is shown as it is (in [0, 1], zero gradient at 0.5; not blended with `images`), as
+    `plot` shows it, so one `overlay` call draws every method in `kgc.METHODS`.
+
     Args:
         images: `(batch, H, W[, C])` or one `(H, W[, C])` image; uint8 or float (0-1 or 0-255),
             RGB or grayscale. Display images may be larger than the model input.
-        heatmaps: `(batch, h, w)` or one `(h, w)` map, non-negative.
+        heatmaps: `(batch, h, w)` or one `(h, w)` map, non-negative; an `Explanation`; or
+            guided images `(batch, H, W, C)`.
         colormap: Name of a matplotlib colour map.
         alpha: Weight of the heatmap.
 
     Returns:
-        uint8 RGB `(batch, H, W, 3)` (or `(H, W, 3)` for a single image).
+        uint8 RGB `(batch, H, W, 3)` (or `(H, W, 3)` for a single image); for guided images,
+        at their own size.
+
+    Raises:
+        ValueError: maps not one per image, non-finite, or `(batch, K, h, w)` maps of several
+            classes per image (overlay one class at a time: `heatmaps[:, k]`).
     """
-    heatmaps = np.asarray(heatmaps, np.float32)
+    kind = getattr(heatmaps, "kind", None)
+    heatmaps = np.asarray(getattr(heatmaps, "heatmaps", heatmaps), np.float32)
+    if kind == "image" or kind is None and heatmaps.ndim == 4 and heatmaps.shape[-1] in (1, 3):
+        if len(heatmaps) != len(np.asarray(images)):
+            raise ValueError(
+                "Guided images must be (batch, H, W, C) with one per image. Received: "
+                f"shape {heatmaps.shape} for {len(np.asarray(images))} images."
+            )
+        return np.round(to_unit_rgb(np.clip(heatmaps, 0.0, 1.0)) * 255).astype(np.uint8)
     single = heatmaps.ndim == 2
     if single:
         heatmaps = heatmaps[None]
         images = np.asarray(images)[None]
     base = to_unit_rgb(images)
+    if heatmaps.ndim == 4:
+        raise ValueError(
+            "`heatmaps` of shape (batch, K, h, w) hold several classes per image: overlay one "
+            f"class at a time, e.g. `overlay(images, heatmaps[:, k])`. Received: "
+            f"heatmaps.shape={heatmaps.shape}."
+        )
     if heatmaps.ndim != 3 or len(heatmaps) != len(base):
         raise ValueError(
-            "`heatmaps` must be (batch, h, w) with one map per image. Received: "
-            f"heatmaps.shape={heatmaps.shape} for {len(base)} images."
+            "`heatmaps` must be (batch, h, w) with one map per image (or guided images "
+            f"(batch, H, W, C)). Received: heatmaps.shape={heatmaps.shape} for {len(base)} "
+            "images."
         )
     if not np.isfinite(heatmaps).all():
         raise ValueError("`heatmaps` contain NaN or infinite values.")
@@ -156,9 +182,10 @@ def png_bytes(image: np.ndarray, compress_level: int = 1) -> bytes:
 
 
 GAP = 2  # pixels between panels and grid cells
+GAP_VALUE = 32  # dark grey: a white line reads as part of a bright overlay, a dark one does not
 
 
-def side_by_side(panels: list[np.ndarray], gap_value: int = 255) -> np.ndarray:
+def side_by_side(panels: list[np.ndarray], gap_value: int = GAP_VALUE) -> np.ndarray:
     """uint8 `(H, W, 3)` panels side by side, `GAP` pixels of `gap_value` apart."""
     height = panels[0].shape[0]
     gap = np.full((height, GAP, 3), gap_value, np.uint8)
@@ -172,8 +199,9 @@ def grid_shape(n: int) -> tuple[int, int]:
     return -(-n // cols), cols
 
 
-def grid(pictures: np.ndarray, gap_value: int = 255) -> np.ndarray:
-    """uint8 `(n, H, W, 3)` pictures in a near-square grid, `GAP` pixels apart."""
+def grid(pictures: np.ndarray, gap_value: int = GAP_VALUE) -> np.ndarray:
+    """uint8 `(n, H, W, 3)` pictures in a near-square grid, `GAP` pixels of `gap_value` apart
+    (empty cells too)."""
     n, height, width, _ = pictures.shape
     rows, cols = grid_shape(n)
     out = np.full(
@@ -190,18 +218,12 @@ def grid(pictures: np.ndarray, gap_value: int = 255) -> np.ndarray:
 def draw(images, heatmaps=None, colormap: str = "jet", alpha: float = 0.4) -> np.ndarray:
     """uint8 RGB pictures `(batch, H, W, 3)` of explanations, whatever the method.
 
-    `heatmaps` may be an `Explanation`, which says what it holds (`kind`): heatmaps are
-    overlaid on the images; images (`GuidedBackprop`, `GuidedGradCAM`: in [0, 1], zero at 0.5)
-    are shown as they are. A plain array is read by its rank: `(batch, h, w)` maps, or
-    `(batch, H, W, C)` images. With `heatmaps=None`, the images themselves.
+    `overlay`'s pictures (heatmaps overlaid, guided images as they are); with
+    `heatmaps=None`, the images themselves.
     """
     if heatmaps is None:
         return np.round(to_unit_rgb(images) * 255).astype(np.uint8)
-    kind = getattr(heatmaps, "kind", None)
-    maps = np.asarray(getattr(heatmaps, "heatmaps", heatmaps))
-    if kind == "image" or kind is None and maps.ndim == 4:
-        return np.round(to_unit_rgb(np.clip(maps, 0.0, 1.0)) * 255).astype(np.uint8)
-    return overlay(images, maps, colormap, alpha)
+    return overlay(images, heatmaps, colormap, alpha)
 
 
 def plot(images, heatmaps=None, titles: Sequence[str] | None = None, cols: int = 4,

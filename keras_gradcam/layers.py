@@ -222,7 +222,9 @@ def _find_by_name(model, name: str, candidates: list[LayerPath]) -> LayerPath:
             "Pass the full 'outer/inner' path instead."
         )
     if not matches:
-        known = [path_name(p) for p in all_paths] + [p[-1].name for p in all_paths]
+        # A top-level layer's path is its name: dedupe (keeping order) so no suggestion repeats.
+        known = list(dict.fromkeys([path_name(p) for p in all_paths]
+                                   + [p[-1].name for p in all_paths]))
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise LayerNotFoundError(

@@ -68,8 +68,11 @@ class ProbeSet:
         primary = explainer.explain(self.inputs, self.labels)
         return primary, (explainer.explain(self.inputs) if classes == "both" else None)
 
-    def localisation(self, maps: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
-        """`(energy_in_mask, pointing_game)` of `maps` per probe against the masks."""
+    def localisation(
+        self, maps: np.ndarray, tolerance: float | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`(energy_in_mask, pointing_game)` of `maps` per probe against the masks
+        (`tolerance` as in `pointing_game`: None scales 15 pixels at 224 with the maps)."""
         from keras_gradcam.metrics import energy_in_mask, pointing_game
 
         hits = pointing_game(maps, self.masks, tolerance=tolerance)

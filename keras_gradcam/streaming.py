@@ -166,6 +166,19 @@ class DatasetJob:
             "`dataset.apply(tf.data.experimental.assert_cardinality(n))`."
         )
 
+    def _bar_target(self) -> int | None:
+        """The progress bar's target: the count, or for batches of unknown size but a known
+        number of batches, that number times the first batch's size (read once; exact but for
+        a smaller last batch, and the bar ends at the true count). Counting exactly would run
+        the whole input pipeline, image decoding included, a second time."""
+        if self.count is not None or not self.batched or int(self.source.cardinality()) < 0:
+            return self.count
+        first = next(iter(self.source.take(1)), None)
+        if first is None:
+            return 0
+        size = int(tf.shape(keras.tree.flatten(first)[0])[0])
+        return int(self.source.cardinality()) * size
+
     def drawable_index(self) -> int:
         """Index of the input drawn under the overlays (images `(H, W[, 1|3])`).
 
@@ -247,7 +260,7 @@ class DatasetJob:
 
     def run(self, progress: bool) -> Iterator[Batch]:
         """Yields one `Batch` per global batch, in dataset order."""
-        bar = keras.utils.Progbar(self.count, unit_name="image") if progress else None
+        bar = keras.utils.Progbar(self._bar_target(), unit_name="image") if progress else None
         seen = 0
         batches = self._run_local() if self.strategy is None else self._run_distributed()
         for batch in batches:

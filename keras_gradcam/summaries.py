@@ -165,6 +165,36 @@ def write_summaries(writer, summaries: list[dict], step: int) -> None:
     writer.flush()
 
 
+SHORTCUT_CHART = "accuracy vs energy inside the object"
+SHORTCUT_TAGS = (  # regular expressions over the tags of all runs in the log directory
+    r"^gradcam/probe_accuracy$",
+    r"^gradcam/energy_in_mask$",
+    r"^epoch_(\w+_)?accuracy$",  # keras.callbacks.TensorBoard's train/validation accuracy
+)
+
+
+def layout():
+    """The custom-scalars layout (TensorBoard's CUSTOM SCALARS tab): one chart with the probe
+    accuracy, the energy inside the object and the epoch accuracy of Keras's TensorBoard
+    callback when it logs one, so that a shortcut (accuracy up, energy down) is one glance."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    chart = layout_pb2.Chart(
+        title=SHORTCUT_CHART, multiline=layout_pb2.MultilineChartContent(tag=SHORTCUT_TAGS)
+    )
+    return layout_pb2.Layout(category=[layout_pb2.Category(title="gradcam", chart=[chart])])
+
+
+def write_layout(writer) -> bool:
+    """Write `layout()` with TensorBoard's custom_scalar summary (step 0). Returns True."""
+    from tensorboard.plugins.custom_scalar import summary
+
+    with writer.as_default(), tf.summary.record_if(True):
+        tf.summary.experimental.write_raw_pb(summary.pb(layout()).SerializeToString(), step=0)
+    writer.flush()
+    return True
+
+
 def write_image(tag: str, image: np.ndarray, step: int, description: str) -> None:
     """What `tf.summary.image(tag, image[None], step, description=...)` writes, encoded once
     (Pillow: ~10x faster here than one eager `tf.summary.image` per picture)."""

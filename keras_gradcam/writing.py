@@ -104,7 +104,7 @@ def write_explanations(
                 maps.write(batch.indices, explanation.heatmaps)
             if out_dir is not None:
                 display = displayable(keras.tree.flatten(batch.inputs)[image])
-                pictures = overlay(display, explanation.heatmaps, colormap, alpha)
+                pictures = overlay(display, explanation, colormap, alpha)
                 for i, picture in zip(batch.indices, pictures):
                     files.append(save_png(os.path.join(out_dir, f"{int(i):0{width}d}.png"),
                                           picture))

@@ -151,6 +151,19 @@ def test_method_by_name_or_class(tmp_path, method):
     assert ("gradcam/grid", 0) in written(str(tmp_path / "gradcam"))["images"]
 
 
+def test_pointing_tolerance_defaults_to_15_pixels_at_224_scaled_to_the_probes(tmp_path):
+    from keras_gradcam.probes import ProbeSet
+
+    cb = kgc.GradCAMCallback(np.zeros((1, SIZE, SIZE, 3), np.float32), tmp_path)
+    masks = np.zeros((1, SIZE, SIZE), bool)
+    masks[0, 0, 0] = True
+    maps = np.zeros((1, SIZE, SIZE), np.float32)
+    maps[0, 0, 3] = 1.0  # 3 pixels from the object: more than 15 * 24 / 224 = 1.6
+    probes = ProbeSet(None, 1, None, np.zeros((1, SIZE, SIZE, 3), np.float32), masks)
+    np.testing.assert_array_equal(probes.localisation(maps, cb.pointing_tolerance)[1], [0.0])
+    np.testing.assert_array_equal(probes.localisation(maps, 3)[1], [1.0])  # pixels
+
+
 def test_method_without_2d_maps_is_refused_at_train_begin(tmp_path):
     x, y, _ = objects(4, shortcut=False, seed=0)
     cb = kgc.GradCAMCallback(x, tmp_path, probe_labels=y, method="GuidedGradCAM")
@@ -175,11 +188,34 @@ def test_exact_tags_and_steps_written(trained):
         "images": {(t, s) for t in images for s in steps},
         "text": {("gradcam/predictions", s) for s in steps},
         "scalars": {(t, s) for t in scalars for s in steps},
+        "custom_scalars": {("custom_scalars__config__", 0)},  # the layout, once
     }
     cb = trained["cb"]
     assert cb.explainer.trace_count == 1
     assert len(cb.timings) == 3
     assert set(cb.last_scalars) == scalars
+
+
+@pytest.mark.slow
+def test_custom_scalars_chart_accuracy_against_energy_inside_the_object(trained):
+    import re
+
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    events = read_events(os.path.join(trained["log_dir"], "gradcam"))
+    written_layouts = events.Tensors("custom_scalars__config__")
+    assert [e.step for e in written_layouts] == [0]  # once per run, not per epoch
+    layout = layout_pb2.Layout.FromString(tf.make_ndarray(written_layouts[0].tensor_proto).item())
+    [category] = layout.category
+    [chart] = category.chart
+    assert chart.title == "accuracy vs energy inside the object"
+    patterns = list(chart.multiline.tag)
+    train_tags = set(read_events(os.path.join(trained["log_dir"], "train")).Tags()["tensors"])
+    assert "epoch_accuracy" in train_tags  # keras's TensorBoard, beside the gradcam run
+    for tag in ("gradcam/probe_accuracy", "gradcam/energy_in_mask", "epoch_accuracy"):
+        assert any(re.search(p, tag) for p in patterns), tag
+    for tag in ("gradcam/energy_in_mask/vertical", "gradcam/pointing_game", "epoch_loss"):
+        assert not any(re.search(p, tag) for p in patterns), tag
 
 
 @pytest.mark.slow
@@ -269,6 +305,9 @@ def test_tensorboard_server_serves_the_images(trained, tmp_path):
         rows, cols = grid_shape(6)
         assert tf.io.decode_png(png).shape == (rows * SIZE + (rows - 1) * 2,
                                                cols * SIZE + (cols - 1) * 2, 3)
+        layout = json.loads(_get(f"{base}/data/plugin/custom_scalars/layout"))
+        [chart] = layout["category"][0]["chart"]
+        assert chart["title"] == "accuracy vs energy inside the object"
     finally:
         server.terminate()
         try:

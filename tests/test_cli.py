@@ -303,6 +303,11 @@ def test_demo_two_epochs_writes_event_files_tensorboard_reads(tmp_path):
         events.Reload()
         assert {e.step for e in events.Tensors("gradcam/energy_in_mask")} == {0, 1}
         assert "gradcam/probe_00" in events.Tags()["tensors"]
+        for keras_run in ("train", "validation"):  # the README: "next to train/validation"
+            events = EventAccumulator(str(tmp_path / "logs" / run / keras_run),
+                                      size_guidance={"tensors": 0})
+            events.Reload()
+            assert {e.step for e in events.Tensors("epoch_accuracy")} == {0, 1}
 
 
 DEMO_SUMMARY = re.compile(

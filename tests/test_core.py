@@ -309,6 +309,15 @@ def test_unknown_layer_lists_close_names_and_candidates(cnn):
         kgc.GradCAM(cnn, layer="conv_2")
 
 
+def test_unknown_layer_suggests_each_name_once(cnn):
+    with pytest.raises(kgc.LayerNotFoundError) as raised:
+        kgc.GradCAM(cnn, layer="conv_2")
+    hint = str(raised.value).split("Did you mean ")[1].split("?")[0]
+    suggestions = [name.strip(" '") for name in hint.split(",")]
+    assert suggestions[0] == "conv2"
+    assert len(suggestions) == len(set(suggestions)), hint
+
+
 def test_non_spatial_layer_says_which_qualify(cnn):
     with pytest.raises(kgc.NotSpatialLayerError, match=r"'gap' has no spatial output.*'conv2'"):
         kgc.GradCAM(cnn, layer="gap")

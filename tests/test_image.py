@@ -72,6 +72,39 @@ def test_draw_overlays_heatmaps_and_shows_guided_images_as_they_are(heatmaps):
     assert (figure.axes[0].images[0].get_array() == pictures[0]).all()
 
 
+@pytest.mark.parametrize("name", ["gradcam", "guided-backprop", "guided-gradcam"])
+def test_overlay_draws_every_methods_result_like_plot(name, images):
+    # The README's methods loop followed by its overlay example.
+    from conftest import small_cnn
+
+    explainer = kgc.get_method(name)(small_cnn())
+    maps = explainer(images)
+    pictures = kgc.overlay(images, maps)
+    assert pictures.shape == (4, 16, 16, 3) and pictures.dtype == np.uint8
+    np.testing.assert_array_equal(kgc.overlay(images, explainer.explain(images)), pictures)
+    np.testing.assert_array_equal(kgc.image.draw(images, maps), pictures)
+    if maps.ndim == 4:  # guided images are shown as they are, as `plot` shows them
+        expected = np.round(np.clip(maps, 0, 1) * 255).astype(np.uint8)
+        np.testing.assert_array_equal(pictures, expected)
+
+
+def test_overlay_names_the_fix_for_several_classes_per_image():
+    with pytest.raises(ValueError, match=r"one class at a time.*heatmaps\[:, k\]"):
+        kgc.overlay(np.zeros((2, 8, 8, 3)), np.zeros((2, 3, 4, 4), np.float32))
+
+
+def test_panels_and_grid_cells_are_separated_by_dark_lines():
+    from keras_gradcam.image import GAP, grid, side_by_side
+
+    white = np.full((3, 4, 4, 3), 255, np.uint8)
+    pair = side_by_side([white[0], white[1]])
+    assert pair.shape == (4, 8 + GAP, 3)
+    assert (pair[:, 4 : 4 + GAP] == 32).all() and (pair[:, :4] == 255).all()
+    cells = grid(white)  # 2 x 2 cells, the last one empty
+    assert (cells[4 : 4 + GAP] == 32).all() and (cells[:, 4 : 4 + GAP] == 32).all()
+    assert (cells[-4:, -4:] == 32).all()
+
+
 def test_displayable_scales_preprocessed_inputs_per_image():
     ramp = np.linspace(0, 1, 48).reshape(4, 4, 3)
     x = np.stack([2 * ramp - 1, 2 * ramp - 3])  # in [-1, 1] and [-3, -1]

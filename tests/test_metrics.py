@@ -57,6 +57,20 @@ def test_pointing_game_tolerance_is_euclidean_distance_to_the_object(tolerance, 
     np.testing.assert_array_equal(metrics.pointing_game(maps, boxes, tolerance=tolerance), [hit])
 
 
+@pytest.mark.parametrize(("size", "distance", "hit"),
+                         [(224, 15, 1.0), (224, 16, 0.0), (32, 2, 1.0), (32, 3, 0.0),
+                          (448, 30, 1.0), (448, 31, 0.0)])
+def test_pointing_game_default_tolerance_scales_15_pixels_at_224(size, distance, hit):
+    maps = np.zeros((1, size, size), np.float32)
+    maps[0, 0, distance] = 1.0  # `distance` pixels right of the one-pixel object at (0, 0)
+    boxes = np.array([[0, 0, 1, 1]])
+    np.testing.assert_array_equal(metrics.pointing_game(maps, boxes), [hit])
+    assert metrics.mean_pointing_game(maps, boxes) == hit
+    # an explicit number still means pixels
+    np.testing.assert_array_equal(metrics.pointing_game(maps, boxes, tolerance=15),
+                                  [float(distance <= 15)])
+
+
 def test_a_miss_and_a_hit_in_one_batch():
     maps, masks, _ = blob_maps()
     maps[1] = 0.0

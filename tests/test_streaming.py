@@ -130,6 +130,14 @@ def test_progress_bar(cam, data, capsys):
     assert capsys.readouterr().out == ""
 
 
+@pytest.mark.parametrize("batch", [4, 11])
+def test_progress_bar_knows_the_size_of_a_batched_dataset(cam, data, capsys, batch):
+    x, _ = data  # batches of unknown size (the last one may be partial), a known number of them
+    list(kgc.iter_explanations(cam, tf.data.Dataset.from_tensor_slices(x).batch(batch)))
+    out = capsys.readouterr().out
+    assert "Unknown" not in out and f"{N}/{N}" in out
+
+
 def test_one_trace_for_the_whole_dataset(cnn, data):
     x, _ = data
     cam = kgc.GradCAM(cnn, batch_size=4)

@@ -176,6 +176,34 @@ def test_several_classes_equal_separate_calls_and_ragged_slots_are_empty(cnn, im
     np.testing.assert_allclose(ragged.heatmaps[0], several.heatmaps[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, bool])
+def test_float_one_hot_rows_are_one_class_per_image_as_for_labels(cnn, images, dtype):
+    cam = kgc.GradCAM(cnn)  # 5 classes
+    ids = np.array([3, 0, 4, 1])
+    onehot = np.eye(5, dtype=dtype)[ids]
+    explanation = cam.explain(images, onehot)
+    np.testing.assert_array_equal(explanation.targets, ids)
+    np.testing.assert_allclose(explanation.heatmaps, cam(images, ids), atol=1e-6)
+    # the same rule as `iter_explanations(targets="label")`
+    pairs = tf.data.Dataset.from_tensor_slices((images, onehot.astype(np.float32))).batch(2)
+    streamed = [e.targets for e in kgc.iter_explanations(cam, pairs, targets="label",
+                                                         progress=False)]
+    np.testing.assert_array_equal(np.concatenate(streamed), ids)
+
+
+def test_int_two_d_targets_stay_several_classes_and_bad_one_hot_rows_say_why(cnn, images):
+    cam = kgc.GradCAM(cnn)
+    several = cam.explain(images, np.array([[0, 3], [1, 2], [4, 4], [2, 0]]))
+    assert several.heatmaps.shape == (4, 2, 16, 16)
+    with pytest.warns(UserWarning, match="look like one-hot labels"):
+        assert cam.explain(images, np.eye(5, dtype=int)[[3, 0, 4, 1]]).targets.shape == (4, 5)
+    with pytest.raises(kgc.InvalidTargetError, match=r"one column per class \(5\)"):
+        cam(images, np.eye(4, dtype=np.float32))
+    soft = np.full((4, 5), 0.2, np.float32)
+    with pytest.raises(kgc.InvalidTargetError, match=r"single 1.*row 0.*argmax"):
+        cam(images, soft)
+
+
 def test_topk_explains_the_ranked_classes(cnn, images):
     cam = kgc.GradCAM(cnn)
     top = cam.explain(images, TopK(3))

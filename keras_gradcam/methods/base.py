@@ -148,8 +148,10 @@ class BaseCAM(CamMaths):
             images: Model inputs with a batch axis: an array or tensor, or for multi-input
                 models a list or dict of them.
             targets: `None` (top-1 class per sample), an int (that class for all), one class
-                per sample, or a callable taking the model outputs and returning a score per
-                sample.
+                per sample (ids, or float/bool one-hot rows `(batch, classes)`), int
+                `(batch, K)` for several classes per sample, a target object
+                (`keras_gradcam.targets`), or a callable taking the model outputs and
+                returning a score per sample.
             resize: Upsample the maps to the input's spatial size.
             normalize: Scale each map into [0, 1] by its maximum (all-zero maps stay zero).
             batch_size: Override the constructor's `batch_size` for this call.

@@ -12,7 +12,7 @@ Example:
 
 >>> cam = keras_gradcam.GradCAM(model)
 >>> maps = cam(images)
->>> metrics.pointing_game(maps, boxes, tolerance=15)        # (n,) of 1.0 / 0.0
+>>> metrics.pointing_game(maps, boxes)      # (n,) of 1.0 / 0.0; tolerance 15 px at 224x224
 >>> metrics.mean_energy_in_mask(maps, boxes)                 # a float in [0, 1]
 >>> metrics.mean_deletion(model, images, maps, steps=50)     # RISE deletion area, lower is better
 >>> metrics.mean_road(model, images, maps, order="morf")     # ROAD, lower is better

@@ -54,21 +54,28 @@ def mean_energy_in_mask(heatmaps: Any, masks_or_boxes: Any) -> float:
     return mean(energy_in_mask(heatmaps, masks_or_boxes))
 
 
-def pointing_game(heatmaps: Any, masks_or_boxes: Any, tolerance: float = 15) -> np.ndarray:
+PAPER_TOLERANCE = 15  # pixels, on the paper's 224x224 images
+
+
+def pointing_game(
+    heatmaps: Any, masks_or_boxes: Any, tolerance: float | None = None
+) -> np.ndarray:
     """Whether each map's maximum falls on the object: 1.0 for a hit, 0.0 for a miss.
 
     The pointing game of Zhang et al., "Top-down Neural Attention by Excitation Backprop"
     (ECCV 2016): a hit when the map's highest pixel lies within `tolerance` pixels (Euclidean
-    distance, 15 in the paper) of a pixel of the object. The maximum is the first one in
-    row-major order when several pixels tie. A map without a maximum (all-zero or constant)
-    is a miss. With small images, pass a smaller `tolerance` (0: the maximum must be inside).
+    distance) of a pixel of the object. The paper's 15 pixels are for ImageNet-size
+    (224x224) images, so the default scales them with the maps: `15 * max(H, W) / 224`
+    (15 at 224, about 2.1 at 32x32, where 15 pixels would make nearly every map a hit). The
+    maximum is the first one in row-major order when several pixels tie. A map without a
+    maximum (all-zero or constant) is a miss.
 
     Args:
         heatmaps: Non-negative maps, float `(n, H, W)`.
         masks_or_boxes: The objects: bool masks `(n, H, W)` or boxes `(n, 4)` as
             `(y0, x0, y1, x1)`, start inclusive, end exclusive.
-        tolerance: Largest distance in pixels from the maximum to the object for a hit.
-            Defaults to 15.
+        tolerance: Largest distance in pixels from the maximum to the object for a hit
+            (0: the maximum must be inside). Defaults to None: `15 * max(H, W) / 224`.
 
     Returns:
         float64 `(n,)` of 1.0 (hit) and 0.0 (miss).
@@ -76,14 +83,16 @@ def pointing_game(heatmaps: Any, masks_or_boxes: Any, tolerance: float = 15) -> 
     Raises:
         ValueError: as `energy_in_mask`, or a negative `tolerance`.
     """
-    if not np.isscalar(tolerance) or not tolerance >= 0:
+    if tolerance is not None and (not np.isscalar(tolerance) or not tolerance >= 0):
         raise ValueError(
-            "`tolerance` must be a non-negative number of pixels. "
-            f"Received: tolerance={tolerance!r}."
+            "`tolerance` must be a non-negative number of pixels, or None for "
+            f"15 * max(H, W) / 224. Received: tolerance={tolerance!r}."
         )
     maps = as_heatmaps(heatmaps)
     masks = as_masks(masks_or_boxes, maps.shape)
-    n, _, width = maps.shape
+    n, height, width = maps.shape
+    if tolerance is None:
+        tolerance = PAPER_TOLERANCE * max(height, width) / 224
     flat = maps.reshape(n, -1)
     peak = flat.argmax(axis=1)
     informative = flat.max(axis=1) > flat.min(axis=1)
@@ -99,8 +108,10 @@ def pointing_game(heatmaps: Any, masks_or_boxes: Any, tolerance: float = 15) -> 
     return hits
 
 
-def mean_pointing_game(heatmaps: Any, masks_or_boxes: Any, tolerance: float = 15) -> float:
-    """The pointing-game accuracy: the share of hits of `pointing_game`."""
+def mean_pointing_game(
+    heatmaps: Any, masks_or_boxes: Any, tolerance: float | None = None
+) -> float:
+    """The pointing-game accuracy: the share of hits of `pointing_game` (same `tolerance`)."""
     return mean(pointing_game(heatmaps, masks_or_boxes, tolerance))
 
 

@@ -1,7 +1,9 @@
 """What to explain: the one home of the targets vocabulary.
 
 - class ids: `None` (the top-1 class, `TOP1`), an int (that class for every sample), one class
-  per sample; labels (sparse, `(n, 1)` or one-hot) become ids by the same rules everywhere;
+  per sample; one-hot rows `(n, classes)` are one class per sample both as labels
+  (`label_ids`) and as explain targets (`class_ids`: there only float/bool rows, since an int
+  `(n, K)` array means several classes per sample);
 - callables on the model outputs that return one score per sample;
 - the single-unit rule: a model output with one unit is a binary classifier, class 1 the unit
   and class 0 its complement (`[-z, z]` for a logit, `[1 - p, p]` for a probability).
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -40,8 +43,11 @@ def class_ids(targets: Targets, batch: int, num_classes: int | None) -> np.ndarr
 
     Args:
         targets: `None` (top-1), an int (that class for every sample), one class per sample
-            `(batch,)`, or several classes per sample: `(batch, K)` or a ragged list of lists
-            (padded with `PAD`).
+            `(batch,)`, one-hot rows `(batch, classes)`, or several classes per sample:
+            int `(batch, K)` or a ragged list of lists (padded with `PAD`). A 2-D array is
+            read as one-hot labels (one class per sample, its 1) only when it is float or
+            bool, has exactly `num_classes` columns and every row holds a single 1, the rest 0;
+            an int 2-D array always means several class ids per sample.
         batch: Number of samples.
         num_classes: Size of the explained output's last axis, if known.
 
@@ -49,7 +55,8 @@ def class_ids(targets: Targets, batch: int, num_classes: int | None) -> np.ndarr
         An int32 array of shape `(batch,)`, or `(batch, K)` for several classes per sample.
 
     Raises:
-        InvalidTargetError: wrong length, type or class range.
+        InvalidTargetError: wrong length, type or class range, or float/bool 2-D targets that
+            are not one-hot rows.
     """
     if targets is None:
         return np.full((batch,), TOP1, np.int32)
@@ -59,10 +66,13 @@ def class_ids(targets: Targets, batch: int, num_classes: int | None) -> np.ndarr
         ids = np.full((batch,), int(targets), np.int64)
     else:
         ids = _padded(targets) if _is_ragged(targets) else np.asarray(targets)
+        if ids.ndim == 2 and ids.dtype.kind in "fb" and ids.size:
+            ids = _one_hot_ids(ids, num_classes)
         if ids.ndim not in (1, 2) or not (ids.dtype.kind in "iu" or ids.size == 0):
             raise InvalidTargetError(
-                "`targets` must be None, an int, one int class per sample (or several: a list "
-                "per sample), or a callable. "
+                "`targets` must be None, an int, one int class per sample, one-hot rows "
+                "(float, batch x classes), several int classes per sample (a list per "
+                "sample), or a callable. "
                 f"Received: targets with shape {ids.shape} and dtype {ids.dtype}."
             )
         if len(ids) != batch:
@@ -71,8 +81,43 @@ def class_ids(targets: Targets, batch: int, num_classes: int | None) -> np.ndarr
                 f"of int classes per sample for several: expected {batch} values, received "
                 f"{len(ids)}. Pass an int to explain the same class for all images."
             )
+        if ids.ndim == 2 and num_classes is not None and num_classes > 2 and (
+            ids.shape[1] == num_classes and _rows_one_hot(ids)
+        ):
+            warnings.warn(
+                f"`targets` of shape {ids.shape} and dtype {ids.dtype} look like one-hot labels, "
+                "but int (n, K) targets are several classes per sample: this explains class 0 "
+                f"{num_classes - 1} times and class 1 once per image. For one class per image, "
+                "pass `labels.argmax(axis=1)` or float one-hot rows.",
+                stacklevel=4,
+            )
     _out_of_range(ids[ids != PAD], num_classes, "Target classes")
     return ids.astype(np.int32)
+
+
+def _rows_one_hot(rows: np.ndarray) -> bool:
+    """Whether every row holds a single 1 and 0 elsewhere."""
+    return bool(np.isin(rows, (0, 1)).all() and (rows.sum(axis=1) == 1).all())
+
+
+def _one_hot_ids(rows: np.ndarray, num_classes: int | None) -> np.ndarray:
+    """Class ids `(n,)` of float/bool one-hot rows `(n, num_classes)`; raise otherwise."""
+    if num_classes is not None and rows.shape[1] != num_classes:
+        raise InvalidTargetError(
+            f"Float or bool `targets` of shape (n, K) are read as one-hot rows, which need one "
+            f"column per class ({num_classes}). Received: targets.shape={rows.shape}. For "
+            "several classes per sample, pass int class ids."
+        )
+    if not _rows_one_hot(rows):
+        bad = next(i for i, row in enumerate(rows)
+                   if not (np.isin(row, (0, 1)).all() and row.sum() == 1))
+        raise InvalidTargetError(
+            "Float or bool `targets` of shape (n, classes) are read as one-hot rows: each row "
+            f"a single 1 and 0 elsewhere. Received at row {bad}: {rows[bad].tolist()[:10]}. "
+            "For several classes per sample, pass int class ids; for soft labels, "
+            "`labels.argmax(axis=1)`."
+        )
+    return rows.argmax(axis=1).astype(np.int64)
 
 
 PAD = -(2**30)  # an empty slot of a ragged list of classes (its map is all zero)
@@ -99,9 +144,11 @@ def label_ids(labels, num_classes: int | None, name: str = "labels",
               positions=None) -> np.ndarray:
     """Class ids `(n,)` int32 from labels: sparse `(n,)`/`(n, 1)` or one-hot `(n, classes)`.
 
-    Float labels must hold whole class numbers (`2.0`, not `0.7`); one-hot labels are read by
-    their largest entry. `positions` (the samples' positions in a dataset) are what error
-    messages name; by default, the index in `labels`.
+    Float labels must hold whole class numbers (`2.0`, not `0.7`); one-hot labels (float, bool
+    or int: labels are never several classes) are read by their largest entry. Explain calls
+    read the same float/bool one-hot rows as class ids (`class_ids`). `positions` (the
+    samples' positions in a dataset) are what error messages name; by default, the index in
+    `labels`.
 
     Raises:
         InvalidTargetError: labels that are not classes (strings, fractions, NaN, wrong shape)
