@@ -310,3 +310,13 @@ def test_an_output_head_explained_itself_is_read_before_its_softmax():
     logits = logits_of(model, X)
     np.testing.assert_allclose(explanation.scores, (logits[..., 1] * MASKS).sum(axis=(1, 2)),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_plot_draws_several_classes_per_image_one_row_per_image(cnn, images):
+    explanation = kgc.GradCAM(cnn).explain(images, [[0, 3, 1], [1], [4, 2, 0], [2, 0]])
+    figure = kgc.plot(images, explanation)
+    assert len(figure.axes) == 12  # 4 images x 3 classes, 3 columns
+    assert figure.axes[0].get_subplotspec().get_geometry()[:2] == (4, 3)
+    pictures = kgc.image.draw(images, explanation)
+    assert pictures.shape == (12, 16, 16, 3)
+    np.testing.assert_array_equal(pictures[4], kgc.overlay(images[1], explanation.heatmaps[1, 1]))
