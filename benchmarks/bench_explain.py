@@ -17,7 +17,8 @@ machine hits both. Baselines:
 Sections (select with `--sections`): `speed` (public `GradCAM.__call__` vs forward, with a
 breakdown: compiled step alone, no resize/normalise, full call), `methods` (every method vs
 Grad-CAM), `scorecam` (Score-CAM vs k forward passes, with `max_channels`), `trace` (100 calls
-with varying batch sizes), `rss` (peak RSS, forward vs Grad-CAM, separate processes), `stream`
+with varying batch sizes), `classes` (several classes per image in one call vs one call per
+class, small CNN), `rss` (peak RSS, forward vs Grad-CAM, separate processes), `stream`
 (`iter_explanations`/`write_explanations`, 10,000 images: RSS over time, separate process),
 `callback` (`GradCAMCallback`'s share of the epoch time).
 
@@ -52,7 +53,8 @@ import keras_gradcam as kgc  # noqa: E402
 from keras_gradcam import iter_explanations, write_explanations  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ALL_SECTIONS = ("speed", "methods", "scorecam", "trace", "rss", "stream", "callback")
+ALL_SECTIONS = ("speed", "methods", "scorecam", "classes", "trace", "rss", "stream",
+                "callback")
 TARGETS = {
     "gradcam_vs_forward": {"resnet50": 1.05, "small": 1.3},
     "method_vs_gradcam": 1.1,
@@ -367,6 +369,38 @@ def section_scorecam(report, name, spec, args):
         report.row("scorecam", name, batch, False,
                    f"Score-CAM k={k}{' (max_channels)' if max_channels else ''}", t["score"],
                    f"{passes} fwd imgs", t["score"] / equivalent)
+
+
+CLASSES_PER_IMAGE = 4
+
+
+def section_classes(report, name, spec, args):
+    """Several classes per image (ids `(n, K)`, maps `(n, K, H, W)`) in one call vs K calls of
+    one class each, and vs one call of one class; the small CNN only (and tiny for --smoke)."""
+    if name not in ("small", "tiny"):
+        return
+    model = spec["build"]()
+    batch = 16 if 16 in spec["batches"] else spec["batches"][-1]
+    if args.batches and batch not in args.batches:
+        return
+    k, x = CLASSES_PER_IMAGE, images(batch, spec["size"])
+    classes = int(model.output.shape[-1])
+    ids = np.stack([(np.arange(batch) + j) % classes for j in range(k)], axis=1)
+    for xla in spec["xla"]:
+        if xla not in args.xla:
+            continue
+        cam = kgc.GradCAM(model, jit_compile=xla)
+        t = interleaved({
+            "one": lambda cam=cam: cam(x, ids[:, 0]),
+            "several": lambda cam=cam: cam(x, ids),
+            "separate": lambda cam=cam: [cam(x, ids[:, j]) for j in range(k)],
+        }, args.repeats)
+        report.row("classes", name, batch, xla, f"{k} classes per image, one call", t["several"],
+                   f"{k} calls", t.ratio("several", "separate"))
+        report.row("classes", name, batch, xla, f"{k} calls of one class each", t["separate"],
+                   "1 call", t.ratio("separate", "one"))
+        report.row("classes", name, batch, xla, f"{k} classes per image, one call",
+                   t["several"], "1 call", t.ratio("several", "one"))
 
 
 def section_trace(report, args):
@@ -727,6 +761,8 @@ def main(argv=None):
             section_methods(report, name, spec, args)
         if "scorecam" in args.sections:
             section_scorecam(report, name, spec, args)
+        if "classes" in args.sections:
+            section_classes(report, name, spec, args)
         keras.backend.clear_session()
     if "trace" in args.sections:
         section_trace(report, args)

@@ -219,23 +219,38 @@ def draw(images, heatmaps=None, colormap: str = "jet", alpha: float = 0.4) -> np
     """uint8 RGB pictures `(batch, H, W, 3)` of explanations, whatever the method.
 
     `overlay`'s pictures (heatmaps overlaid, guided images as they are); with
-    `heatmaps=None`, the images themselves.
+    `heatmaps=None`, the images themselves. An `Explanation` of several classes per image
+    (maps `(batch, K, h, w)`) gives `batch * K` pictures, image by image, its K classes in
+    order.
     """
     if heatmaps is None:
         return np.round(to_unit_rgb(images) * 255).astype(np.uint8)
+    k = classes_per_image(heatmaps)
+    if k:
+        images = np.repeat(np.asarray(images), k, axis=0)
+        maps = np.asarray(heatmaps.heatmaps)
+        heatmaps = maps.reshape(-1, *maps.shape[2:])
     return overlay(images, heatmaps, colormap, alpha)
 
 
-def plot(images, heatmaps=None, titles: Sequence[str] | None = None, cols: int = 4,
+def classes_per_image(explanation) -> int | None:
+    """K for an `Explanation` of several classes per image (maps `(batch, K, ...)`), else
+    None."""
+    present = getattr(explanation, "present", None)
+    return None if present is None else int(np.shape(present)[1])
+
+
+def plot(images, heatmaps=None, titles: Sequence[str] | None = None, cols: int | None = None,
          colormap: str = "jet", alpha: float = 0.4, size: float = 2.5):
     """A grid of overlays (or plain images when `heatmaps` is None) as a matplotlib Figure.
 
     Args:
         images: `(batch, H, W[, C])` images.
         heatmaps: `(batch, h, w)` maps, guided images `(batch, H, W, C)`, an `Explanation`,
-            or None.
-        titles: One title per image.
-        cols: Number of columns.
+            or None. An `Explanation` of several classes per image (`(batch, K, h, w)`) is
+            drawn one row per image, one column per class.
+        titles: One title per picture.
+        cols: Number of columns. Defaults to 4 (K for several classes per image).
         colormap, alpha: As in `overlay`.
         size: Size of one cell in inches.
 
@@ -246,7 +261,7 @@ def plot(images, heatmaps=None, titles: Sequence[str] | None = None, cols: int =
 
     pictures = draw(images, heatmaps, colormap, alpha)
     n = len(pictures)
-    cols = max(1, min(cols, n))
+    cols = max(1, min(cols or classes_per_image(heatmaps) or 4, n))
     rows = -(-n // cols)
     figure = Figure(figsize=(cols * size, rows * size), layout="constrained")
     for i in range(rows * cols):

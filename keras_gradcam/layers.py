@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterator
 
 import keras
@@ -11,6 +12,26 @@ import numpy as np
 from keras_gradcam.errors import LayerNotFoundError, NotSpatialLayerError
 
 LayerPath = tuple  # (child of the model, child of that child, ..., target layer)
+
+
+class PickedPath(tuple):
+    """A `LayerPath` that explains one part of its layer: one element of an output that is a
+    list or dict (`key`: a feature pyramid level, `"fpn[P3]"`), or one call of a layer applied
+    several times (`call`: a head shared across pyramid levels, `"classification_head@0"`)."""
+
+    key: int | str | None = None
+    call: int | None = None
+
+    @classmethod
+    def of(cls, path: LayerPath, key=None, call=None) -> PickedPath:
+        picked = cls(path)
+        picked.key, picked.call = key, call
+        return picked
+
+    @property
+    def suffix(self) -> str:
+        return (f"[{self.key}]" if self.key is not None else "") + (
+            f"@{self.call}" if self.call is not None else "")
 
 _CONV_CLASSES = tuple(
     cls
@@ -48,16 +69,44 @@ def walk(model, prefix: tuple = ()) -> Iterator[LayerPath]:
 
 
 def path_name(path: LayerPath) -> str:
-    return "/".join(layer.name for layer in path)
+    return "/".join(layer.name for layer in path) + getattr(path, "suffix", "")
+
+
+def symbolic_output(layer, call: int | None = None, structured: bool = False):
+    """The layer's symbolic output at its first call (or at call `call`). Keras keeps a
+    layer's outputs as a flat list; with `structured`, a dict a layer returns is rebuilt
+    (from the layer's output spec) so that its keys are known.
+
+    Raises:
+        AttributeError, ValueError: the layer has no such symbolic output (subclassed models).
+    """
+    if not call:
+        output = layer.output
+    else:
+        output = layer._get_node_attribute_at_index(call, "output_tensors", "output")
+    if structured and isinstance(output, (list, tuple)) and not is_container(layer):
+        node = layer._inbound_nodes[call or 0]
+        try:
+            output = layer.compute_output_spec(*node.arguments.args, **node.arguments.kwargs)
+        except (AttributeError, KeyError, NotImplementedError, TypeError, ValueError):
+            pass  # the flat list, by position
+    return output
 
 
 def output_rank(layer) -> int | None:
-    """Rank of the layer's output (batch included), or None when it cannot be known."""
+    """Rank of the output (batch included) of a layer, or of a path's picked part; None when
+    it cannot be known."""
+    path = layer if isinstance(layer, tuple) else (layer,)
+    layer, key = path[-1], getattr(path, "key", None)
     try:
-        output = layer.output
-    except (AttributeError, ValueError):  # subclassed models: layers have no symbolic output
-        return len(layer.kernel_size) + 2 if isinstance(layer, _CONV_CLASSES) else None
-    if isinstance(output, (list, tuple)) or not hasattr(output, "shape"):
+        output = symbolic_output(layer, getattr(path, "call", None), key is not None)
+        if key is not None:
+            output = output[key]
+    except (AttributeError, ValueError, KeyError, IndexError, TypeError):
+        # subclassed models: layers have no symbolic output
+        fixed = isinstance(layer, _CONV_CLASSES) and key is None
+        return len(layer.kernel_size) + 2 if fixed else None
+    if isinstance(output, (list, tuple, dict)) or not hasattr(output, "shape"):
         return None
     return len(output.shape)
 
@@ -69,7 +118,7 @@ def is_spatial(path: LayerPath) -> bool:
         return False
     if isinstance(layer, _CONV_CLASSES):
         return True
-    rank = output_rank(layer)
+    rank = output_rank(path)
     return rank is not None and 3 <= rank <= 5
 
 
@@ -79,9 +128,11 @@ def spatial_candidates(model) -> list[LayerPath]:
 
 
 def map_rank(layer) -> int:
-    """Number of spatial axes of the layer's output (its maps' rank without batch)."""
+    """Number of spatial axes of the output of a layer or of a path's picked part (its maps'
+    rank without batch)."""
     rank = output_rank(layer)
-    return rank - 2 if rank is not None else len(layer.kernel_size)
+    return rank - 2 if rank is not None else len(
+        (layer[-1] if isinstance(layer, tuple) else layer).kernel_size)
 
 
 def feeding_layers(model, output: int) -> set[int] | None:
@@ -144,10 +195,14 @@ def resolve_layer(model: keras.Model, layer=None, output: int = 0) -> LayerPath:
         layer: `None` (the last layer with a spatial output on the way to output `output`,
             nested models included), a layer name, an `"outer/inner"` path through nested
             models, a `keras.layers.Layer` object, or an integer index into `model.layers`.
+            A name may pick one part of its layer: `"fpn[P3]"` one element of an output that
+            is a dict (or `"fpn[0]"` of a list), `"head@1"` the second call of a layer
+            applied several times (calls count from 0, in the model's order).
         output: The explained output (index), which the automatic pick follows.
 
     Returns:
-        A tuple of layers from a direct child of `model` down to the target layer.
+        A tuple of layers from a direct child of `model` down to the target layer (a
+        `PickedPath` when a part was named).
 
     Raises:
         LayerNotFoundError: the layer does not exist.
@@ -190,7 +245,10 @@ def resolve_layer(model: keras.Model, layer=None, output: int = 0) -> LayerPath:
             )
         path = matches[0]
     else:
-        path = _find_by_name(model, layer, candidates)
+        name, key, call = _split_pick(model, layer)
+        path = _find_by_name(model, name, candidates)
+        if key is not None or call is not None:
+            return _picked(path, key, call, candidates)
     if is_container(path[-1]):
         inner = [p for p in candidates if p[: len(path)] == path]
         if inner:
@@ -200,6 +258,13 @@ def resolve_layer(model: keras.Model, layer=None, output: int = 0) -> LayerPath:
             f"Layer {path_name(path)!r} is a model input, which has no feature maps to weight: "
             "Grad-CAM explains a layer inside the model. Layers that can be explained: "
             f"{_describe(candidates)}."
+        )
+    parts = _parts(path[-1])
+    if not is_spatial(path) and parts:
+        raise NotSpatialLayerError(
+            f"Layer {path_name(path)!r} returns {len(parts)} outputs (a feature pyramid?): "
+            f"name one, e.g. layer={path_name(path) + f'[{next(iter(parts))}]'!r}. Its "
+            f"outputs: {_list_parts(parts)}."
         )
     if not is_spatial(path):
         raise NotSpatialLayerError(
@@ -233,3 +298,64 @@ def _find_by_name(model, name: str, candidates: list[LayerPath]) -> LayerPath:
         )
     return matches[0]
 
+
+
+_PICK = re.compile(r"^(?P<name>.+?)(?:\[(?P<key>[^\[\]]+)\])?(?:@(?P<call>\d+))?$")
+
+
+def _split_pick(model, name: str) -> tuple[str, str | None, int | None]:
+    """`"fpn[P3]"` -> `("fpn", "P3", None)`, `"head@1"` -> `("head", None, 1)`; a name that
+    is a layer's own is never split."""
+    match = _PICK.match(name)
+    if any(name in (p[-1].name, path_name(p)) for p in walk(model)) or not match:
+        return name, None, None
+    call = match.group("call")
+    return match.group("name"), match.group("key"), None if call is None else int(call)
+
+
+def _parts(layer, call: int | None = None) -> dict:
+    """The elements of a layer's output that is a list or dict (key -> tensor), else {}."""
+    try:
+        output = symbolic_output(layer, call, structured=True)
+    except (AttributeError, ValueError):
+        return {}
+    if isinstance(output, dict):
+        return dict(output)
+    return dict(enumerate(output)) if isinstance(output, (list, tuple)) else {}
+
+
+def _list_parts(parts: dict) -> str:
+    return ", ".join(f"{k!r} {tuple(getattr(v, 'shape', ()))}" for k, v in parts.items())
+
+
+def _picked(path: LayerPath, key: str | None, call: int | None,
+            candidates: list[LayerPath]) -> PickedPath:
+    """The path with one element of its layer's output and/or one of its calls, checked."""
+    layer, name = path[-1], path_name(path)
+    calls = len(getattr(layer, "_inbound_nodes", ()) or ())
+    if call is not None and calls and call >= calls:
+        raise LayerNotFoundError(
+            f"Layer {name!r} is called {calls} time(s) in the model; it has no call @{call} "
+            "(calls count from 0)."
+        )
+    if key is not None:
+        parts = _parts(layer, call)
+        if not parts:
+            raise NotSpatialLayerError(
+                f"Layer {name!r} returns one output, not a list or dict: `[{key}]` picks an "
+                f"element of such outputs. Pass {name!r}."
+            )
+        if key not in parts and key.lstrip("-").isdigit() and int(key) in parts:
+            key = int(key)
+        if key not in parts:
+            raise LayerNotFoundError(
+                f"Layer {name!r} has no output {key!r}. Its outputs: {_list_parts(parts)}."
+            )
+    picked = PickedPath.of(path, key, call)
+    if not is_spatial(picked):
+        raise NotSpatialLayerError(
+            f"{path_name(picked)!r} has no spatial output (its output rank is "
+            f"{output_rank(picked)}; expected 3 to 5). Layers that can be explained: "
+            f"{_describe(candidates)}."
+        )
+    return picked

@@ -59,7 +59,9 @@ def _linear_twin(layer):
 
 
 def _call(layer, args, kwargs):
-    if getattr(layer, "_call_has_training_arg", False):
+    # Inference mode, as `model(x, training=False)`: a Keras layer takes `training` even when
+    # its `call` does not, and hands it to the layers it calls (keras-hub's DeepLabV3 pooling).
+    if getattr(layer, "_call_has_training_arg", False) or isinstance(layer, keras.layers.Layer):
         kwargs = {**kwargs, "training": False}
     return layer(*args, **kwargs)
 
@@ -74,6 +76,16 @@ def head_activation(model, index: int = 0) -> str | None:
     graph = model._functional if isinstance(model, keras.Sequential) else model
     op = _output_layers(graph)[index]
     return head_activation(op, 0) if is_container(op) else _activation_name(op)
+
+
+def _call_order(graph, layer) -> list[int]:
+    """Keras' node index (the order of the calls as the model was built) of each call of
+    `layer` in `graph`, in the order `_run_through_graph` runs them (deepest first)."""
+    nodes = getattr(graph, "_nodes_by_depth", {})
+    ran = [node for depth in sorted(nodes, reverse=True) for node in nodes[depth]
+           if node.operation is layer]
+    built = getattr(layer, "_inbound_nodes", [])
+    return [next((i for i, n in enumerate(built) if n is node), k) for k, node in enumerate(ran)]
 
 
 def _output_layers(graph) -> list:
@@ -97,34 +109,53 @@ class ScoreModel:
             )
         self.model = model
         self.path = tuple(path)
+        # One part of the layer (see `PickedPath`): an element of its output, one of its calls.
+        self.key, self.call = getattr(path, "key", None), getattr(path, "call", None)
         self.pre_activation = pre_activation
         # Twins are made once and kept, so a traced function sees the same objects every time.
         self._twins: dict[int, object] = {}
 
     def __call__(self, inputs, capture: Capture):
         """Run the model. Returns `(feature_maps, outputs)`, outputs as a flat list."""
-        captured = []
+        captured, calls = {}, []  # captured: call (Keras' node index) -> feature maps
+        name = self.path[-1].name
 
-        def record(tensor):
-            tensor = capture(tensor)
-            captured.append(tensor)
-            return tensor
+        def record(output, call=None):  # call: Keras' node index of this call, if known
+            call = len(calls) if call is None else call
+            calls.append(call)
+            if self.call is not None and call != self.call:
+                return output  # another call of a shared layer: left as it is
+            if self.key is None:
+                captured[call] = capture(output)
+                return captured[call]
+            key = self.key
+            if isinstance(output, dict) and isinstance(key, int):  # by position, as flattened
+                key = sorted(output)[key]
+            captured[call] = capture(output[key])
+            if isinstance(output, dict):
+                return {**output, key: captured[call]}
+            parts = list(output)
+            parts[key] = captured[call]
+            return type(output)(parts) if isinstance(output, tuple) else parts
 
         outputs = self._run(self.model, inputs, self.path, record, self.pre_activation)
         if not captured:
+            what = "its output" if self.call is None else f"its call @{self.call}"
             raise ModelNotSupportedError(
-                f"Layer {self.path[-1].name!r} was not called while running the model, so its "
-                "output cannot be explained. Pick a layer on the path from the inputs to the "
-                "explained output."
+                f"Layer {name!r} was called {len(calls)} time(s) while running the model, so "
+                f"{what} cannot be explained. Pick a layer on the path from the inputs to "
+                "the explained output."
             )
+        last = max(captured)
         if len(captured) > 1:
             warnings.warn(
-                f"Layer {self.path[-1].name!r} is called {len(captured)} times in the model; "
-                "the last call is explained. To explain another call, pick a layer that is "
-                "called once (e.g. a layer applied right after that call).",
+                f"Layer {name!r} is called {len(captured)} times in the model (a head shared "
+                f"across pyramid levels?); its last call, '{name}@{last}', is explained. To "
+                f"explain another call, name it: layer='{name}@0' is the first (calls count "
+                "in the order the model was built).",
                 stacklevel=2,
             )
-        return captured[-1], keras.tree.flatten(outputs)
+        return captured[last], keras.tree.flatten(outputs)
 
     def _twin(self, layer):
         if id(layer) not in self._twins:
@@ -144,6 +175,8 @@ class ScoreModel:
         graph = model._functional if isinstance(model, keras.Sequential) else model
         heads = {id(op) for op in _output_layers(graph)} if strip else set()
         child = path[0] if path else None
+        # The replay runs a shared layer's calls in its own order: name each by its node index.
+        order = iter(_call_order(graph, child) if len(path) == 1 else ())
 
         def operation_fn(op):
             def run(*args, **kwargs):
@@ -152,7 +185,7 @@ class ScoreModel:
                 if op is child:  # an output head explained itself: its maps before the softmax
                     head = id(op) in heads and _activation_name(op)
                     layer = self._twin(op) if head else self._substitute(op)
-                    return capture(_call(layer, args, kwargs))
+                    return capture(_call(layer, args, kwargs), next(order, None))
                 if id(op) in heads and is_container(op):
                     return self._run(op, args[0], (), capture, True)
                 if id(op) in heads and _activation_name(op):

@@ -18,11 +18,12 @@ def run(*args, timeout=300):
 
 def test_smoke_run_prints_table_and_writes_results(tmp_path):
     results = tmp_path / "out" / "RESULTS.md"
-    out = run("--smoke", "--sections", "speed,trace", "--methods", "gradcam",
+    out = run("--smoke", "--sections", "speed,classes,trace", "--methods", "gradcam",
               "--results", str(results))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "| section | model | batch | XLA | measured | median ms | ratio |" in out.stdout
     assert "GradCAM.__call__ (public)" in out.stdout
+    assert "4 classes per image, one call" in out.stdout and "4 calls of one class" in out.stdout
     assert "trace_count after 20 calls with batch sizes 1..64: 1; retracing warnings: 0" in (
         out.stdout)
     text = results.read_text()

@@ -18,7 +18,8 @@ import pytest
 nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-NAMES = ["01_quickstart.ipynb", "02_bias_detection.ipynb", "03_methods_gallery.ipynb"]
+NAMES = ["01_quickstart.ipynb", "02_bias_detection.ipynb", "03_methods_gallery.ipynb",
+         "04_segmentation_detection.ipynb"]
 BADGE = (
     "https://colab.research.google.com/github/keras-gradcam/keras-gradcam/blob/main/notebooks/{}"
 )
@@ -91,10 +92,27 @@ def _check_gallery(text: str) -> None:
         assert re.search(rf"^{re.escape(method)}\s+[0-9.]+\s+[0-9.]+", table, re.M), method
 
 
+def _check_segmentation_detection(text: str) -> None:
+    number = r"([0-9.]+)"
+    seg = re.search(rf"segmentation energy inside the mask: given masks {number} \(lowest "
+                    rf"{number}\), predicted masks {number}", text)
+    assert seg, "the segmentation energies were not printed"
+    given, lowest, predicted = (float(v) for v in seg.groups())
+    assert 0.0 <= lowest <= given <= 1.0 and 0.0 <= predicted <= 1.0
+    assert given >= 0.7, f"the maps of the given masks are not on the squares: {given}"
+    det = re.search(rf"detection energy inside the box: {number}", text)
+    assert det and 0.0 <= float(det.group(1)) <= 1.0, "the detection energy was not printed"
+    assert "explained layer: 'decoder'" in text  # the automatic pick skips the 1x1 head
+    assert re.search(r"multi-label energy inside each colour's square: red [0-9.]+", text)
+    assert re.search(r"maps \(6, 3, 32, 32\), present \d+ of 18 slots", text)
+    assert "notebook done:" in text
+
+
 CHECKS = {
     "01_quickstart.ipynb": _check_quickstart,
     "02_bias_detection.ipynb": _check_bias,
     "03_methods_gallery.ipynb": _check_gallery,
+    "04_segmentation_detection.ipynb": _check_segmentation_detection,
 }
 
 

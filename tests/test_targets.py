@@ -313,14 +313,21 @@ def test_trained_unet_segmentation_map_lies_inside_the_mask():
     d1 = keras.layers.UpSampling2D()(e2)
     d1 = keras.layers.Concatenate()([d1, e1])
     d1 = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="decoder")(d1)
-    outputs = keras.layers.Conv2D(2, 1, activation="softmax")(d1)
+    # At the layer before a 1x1 head, Grad-CAM's map is ReLU(class logit - head bias), up to a
+    # factor. A sigmoid per class without a bias makes that logit positive exactly where the
+    # class is predicted. With a softmax head and a bias the net may lower the background's
+    # logit instead: over seeds 0-7 that variant segmented perfectly and gave all-zero maps for
+    # seed 3 (energy 0.000), so a passing seed proved nothing.
+    outputs = keras.layers.Conv2D(2, 1, activation="sigmoid", use_bias=False)(d1)
     model = keras.Model(inputs, outputs)
-    model.compile(keras.optimizers.Adam(3e-3), "sparse_categorical_crossentropy")
+    model.compile(keras.optimizers.Adam(1e-3), "binary_crossentropy")
     x, masks = squares(512, seed=1)
-    model.fit(x, masks.astype(np.int32), epochs=6, batch_size=32, verbose=0)
+    model.fit(x, np.stack([~masks, masks], -1).astype(np.float32), epochs=10, batch_size=32,
+              verbose=0)
     probes, probe_masks = squares(16, seed=2)
     maps = kgc.GradCAM(model, layer="decoder")(probes, Segmentation(1, masks=probe_masks))
     energy = kgc.metrics.energy_in_mask(maps, probe_masks)
+    print(f"energy inside the mask: {energy.mean():.3f}")
     assert energy.mean() >= 0.8, energy
 
 
@@ -338,3 +345,13 @@ def test_an_output_head_explained_itself_is_read_before_its_softmax():
     logits = logits_of(model, X)
     np.testing.assert_allclose(explanation.scores, (logits[..., 1] * MASKS).sum(axis=(1, 2)),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_plot_draws_several_classes_per_image_one_row_per_image(cnn, images):
+    explanation = kgc.GradCAM(cnn).explain(images, [[0, 3, 1], [1], [4, 2, 0], [2, 0]])
+    figure = kgc.plot(images, explanation)
+    assert len(figure.axes) == 12  # 4 images x 3 classes, 3 columns
+    assert figure.axes[0].get_subplotspec().get_geometry()[:2] == (4, 3)
+    pictures = kgc.image.draw(images, explanation)
+    assert pictures.shape == (12, 16, 16, 3)
+    np.testing.assert_array_equal(pictures[4], kgc.overlay(images[1], explanation.heatmaps[1, 1]))

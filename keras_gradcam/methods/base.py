@@ -51,9 +51,9 @@ class BaseCAM(CamMaths):
             subclassed). It is never changed.
         layer: The layer whose feature maps are weighted: `None` (the last layer with a spatial
             output, looking inside nested models), a name, an `"outer/inner"` path, a layer
-            object or an index into `model.layers`. A list of these explains several layers:
-            each layer's map is scaled into [0, 1], resized to the input (or, with
-            `resize=False`, to the largest of the maps) and the maps are averaged.
+            object or an index into `model.layers` (`"fpn[P3]"`: one output of a layer; `"head@0"`:
+            one call of a shared layer). A list of these explains several layers: their
+            maps, scaled into [0, 1] and resized alike, are averaged.
         output: Which model output the targets refer to (index or name). Defaults to 0.
         score: `"logits"` (default) differentiates the score before a final softmax/sigmoid,
             as the Grad-CAM paper asks; `"probability"` the activated output.
@@ -273,7 +273,7 @@ class BaseCAM(CamMaths):
         Raises:
             InvalidInputError: no input has as many spatial axes as the layer's maps.
         """
-        return spatial_size(inputs, map_rank(self.layer))
+        return spatial_size(inputs, map_rank(self.path))
 
     def _compile(self, signature, inputs, target, resize: bool, normalize: bool) -> Step:
         size = self.input_size(inputs) if resize else None

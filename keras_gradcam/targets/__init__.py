@@ -34,14 +34,15 @@ from keras_gradcam.targets.kinds import (
     Segmentation,
     Target,
     TopK,
+    anchor_decoder,
     box_iou,
 )
 from keras_gradcam.targets.resolve import Resolved, resolve
 
 __all__ = [
     "FROM_DATASET", "INVALID", "PAD", "TOP1", "Box", "Classes", "Function", "Regression",
-    "Resolved", "Segmentation", "Target", "Targets", "TopK", "box_iou", "call_target",
-    "check_score_count", "check_scores_finite", "class_ids", "class_scores", "is_single_unit",
-    "label_ids", "label_ids_in_graph", "probabilities", "resolve", "select_scores",
-    "two_class", "unit_sign",
+    "Resolved", "Segmentation", "Target", "Targets", "TopK", "anchor_decoder", "box_iou",
+    "call_target", "check_score_count", "check_scores_finite", "class_ids", "class_scores",
+    "is_single_unit", "label_ids", "label_ids_in_graph", "probabilities", "resolve",
+    "select_scores", "two_class", "unit_sign",
 ]

@@ -137,9 +137,11 @@ class Box(Target):
     `b_a` are the model's boxes and `s_a^c` its (pre-activation) score of class `c` per anchor.
     The model must output boxes `(batch, anchors, 4)` as `(y0, x0, y1, x1)` in the same units
     as `boxes`, and class scores `(batch, anchors, classes)`: by default the first two model
-    outputs in that order (keras-hub's RetinaNet `{"bbox_regression", "cls_logits"}` flattens
-    so); pass `decode` (a function of the flat output list returning `(boxes, scores)`) to
-    decode anchor offsets or pick other outputs. The matching gets no gradient.
+    outputs in that order. Pass `decode` (a function of the flat output list returning
+    `(boxes, scores)`) to pick other outputs or to decode anchor offsets: keras-hub's
+    RetinaNet outputs `{"bbox_regression", "cls_logits"}` (flat in that order), the boxes as
+    offsets from its anchors, which `anchor_decoder(anchors)` decodes. The matching gets no
+    gradient.
 
     Args:
         boxes: `(n, 4)` one box per image, `(y0, x0, y1, x1)`; or `"dataset"`.
@@ -216,6 +218,50 @@ class Function(Target):
     def describe(self) -> str:
         name = getattr(self.fn, "__name__", type(self.fn).__name__)
         return "target callable " + ("(a lambda)" if name == "<lambda>" else repr(name))
+
+
+def anchor_decoder(anchors, anchor_format: str = "yxyx", encoding: str = "center_xywh",
+                   variance=None, deltas: int = 0, scores: int = 1) -> Callable:
+    """A `Box(decode=...)` for detectors whose box output is offsets from anchors, such as
+    keras-hub's RetinaNet: decodes them into `(y0, x0, y1, x1)` boxes in the anchors' units
+    with `keras.utils.bounding_boxes.decode_deltas_to_boxes`, as keras-hub's own
+    `decode_predictions` does (before its non-max suppression).
+
+        anchors = detector.anchor_generator(images[:1])      # keras-hub: a dict per level
+        cam(images, Box(boxes, class_ids, decode=anchor_decoder(anchors)))
+
+    Args:
+        anchors: `(anchors, 4)`, or a dict of them per pyramid level (concatenated in order).
+        anchor_format: Keras' name of the anchors' box format. Defaults to `"yxyx"`.
+        encoding: How the offsets are encoded: `"center_xywh"` (keras-hub's RetinaNet) or
+            `"center_yxhw"`.
+        variance: Optional 4 factors the offsets are multiplied by.
+        deltas: Position of the offsets `(batch, anchors, 4)` in the flat model outputs.
+        scores: Position of the class scores `(batch, anchors, classes)` (keras-hub's
+            `{"bbox_regression", "cls_logits"}` flattens to 0 and 1).
+    """
+    if isinstance(anchors, dict):
+        anchors = np.concatenate([np.asarray(a) for a in anchors.values()], axis=0)
+    anchors = np.asarray(anchors, np.float32)
+    if anchors.ndim != 2 or anchors.shape[-1] != 4:
+        raise InvalidTargetError(f"`anchors` must be (anchors, 4). Received {anchors.shape}.")
+
+    def decode(outputs):
+        from keras.utils import bounding_boxes  # Keras >= 3.8
+
+        offsets = tf.cast(outputs[deltas], tf.float32)
+        if offsets.shape[1] is not None and offsets.shape[1] != len(anchors):
+            raise InvalidTargetError(
+                f"The model gives {offsets.shape[1]} box offsets per image but there are "
+                f"{len(anchors)} anchors: make them for the explained image size."
+            )
+        boxes = bounding_boxes.decode_deltas_to_boxes(
+            anchors=tf.constant(anchors), boxes_delta=offsets, anchor_format=anchor_format,
+            box_format="yxyx", encoded_format=encoding, variance=variance,
+        )
+        return boxes, outputs[scores]
+
+    return decode
 
 
 def box_iou(boxes: tf.Tensor, given: tf.Tensor) -> tf.Tensor:
