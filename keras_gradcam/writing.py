@@ -18,10 +18,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_gradcam.image import displayable, overlay, save_png
+from keras_gradcam.image import classes_per_image, displayable, draw, save_png
 from keras_gradcam.streaming import DatasetJob, iter_explanations
 
-_OVERLAY_NAME = re.compile(r"^\d{6,}\.png$")
+_OVERLAY_NAME = re.compile(r"^\d{6,}(_\d+)?\.png$")
 
 
 @dataclasses.dataclass
@@ -104,10 +104,12 @@ def write_explanations(
                 maps.write(batch.indices, explanation.heatmaps)
             if out_dir is not None:
                 display = displayable(keras.tree.flatten(batch.inputs)[image])
-                pictures = overlay(display, explanation, colormap, alpha)
-                for i, picture in zip(batch.indices, pictures):
-                    files.append(save_png(os.path.join(out_dir, f"{int(i):0{width}d}.png"),
-                                          picture))
+                pictures = draw(display, explanation, colormap, alpha)
+                k = classes_per_image(explanation)  # several classes: one PNG per class
+                names = [f"{int(i):0{width}d}" + (f"_{slot}" if k else "")
+                         for i in batch.indices for slot in range(k or 1)]
+                for name, picture in zip(names, pictures):
+                    files.append(save_png(os.path.join(out_dir, f"{name}.png"), picture))
             parts["indices"].append(batch.indices)
             parts["targets"].append(explanation.targets)
             parts["scores"].append(explanation.scores)

@@ -355,3 +355,13 @@ def test_plot_draws_several_classes_per_image_one_row_per_image(cnn, images):
     pictures = kgc.image.draw(images, explanation)
     assert pictures.shape == (12, 16, 16, 3)
     np.testing.assert_array_equal(pictures[4], kgc.overlay(images[1], explanation.heatmaps[1, 1]))
+
+
+def test_write_explanations_writes_one_overlay_per_class_with_several_classes(cnn, images,
+                                                                              tmp_path):
+    data = tf.data.Dataset.from_tensor_slices(images)
+    summary = kgc.write_explanations(kgc.GradCAM(cnn), data, targets=TopK(2), out_dir=tmp_path,
+                                     maps_path=tmp_path / "maps.npy", progress=False)
+    assert sorted(os.path.basename(f) for f in summary.files) == [
+        f"{i:06d}_{k}.png" for i in range(4) for k in range(2)]
+    assert np.load(tmp_path / "maps.npy").shape == (4, 2, 16, 16)
