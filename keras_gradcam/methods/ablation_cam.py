@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras_gradcam.inputs import check_positive_int
 from keras_gradcam.maps import weighted_sum
 from keras_gradcam.methods.base import BaseCAM, Pass
+from keras_gradcam.methods.masking import pair_scores
 from keras_gradcam.methods.score_cam import top_variance_channels
 from keras_gradcam.methods.smoothing import per_channel
 
@@ -66,31 +67,19 @@ class AblationCAM(BaseCAM):
 
 def ablated_scores(run: Pass, channels: tf.Tensor | None, chunk: int) -> tf.Tensor:
     """The explained score with one channel of the layer's output zeroed, for every sample
-    and channel in `channels` (`(batch, n)` indices; `None`: every channel): `(batch, n)`.
-
-    The `batch * n` ablated passes run `chunk` at a time in a `tf.while_loop` (the last chunk
-    padded to keep shapes static).
-    """
+    and channel in `channels` (`(batch, n)` indices; `None`: every channel): `(batch, n)`,
+    `chunk` passes at a time (see `masking.pair_scores`)."""
     activations = run.activations
     width = activations.shape[-1]
-    count = width if channels is None else channels.shape[-1]
     leaves = keras.tree.flatten(run.inputs)
-    total = tf.shape(activations)[0] * count
-    steps = (total + chunk - 1) // chunk
 
-    def body(i, scores):
-        pair = tf.minimum(i * chunk + tf.range(chunk), total - 1)
-        sample, slot = pair // count, pair % count
+    def perturb(sample, slot):
         channel = slot if channels is None else tf.gather_nd(
             channels, tf.stack([sample, slot], axis=1))
         keep = 1.0 - tf.one_hot(channel, width, dtype=activations.dtype)
         ablated = tf.gather(activations, sample) * per_channel(keep, activations)
         inputs = keras.tree.pack_sequence_as(run.inputs, [tf.gather(x, sample) for x in leaves])
-        _, outputs = run.score_model(inputs, lambda maps: tf.cast(ablated, maps.dtype))
-        data = {k: tf.gather(v, sample) for k, v in run.data.items()}
-        value = run.rule(outputs, tf.gather(run.ids, sample), run.target, data).scores
-        return i + 1, scores.write(i, value)
+        return inputs, lambda maps: tf.cast(ablated, maps.dtype)
 
-    array = tf.TensorArray(tf.float32, size=steps, element_shape=(chunk,))
-    _, array = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), array))
-    return tf.reshape(tf.reshape(array.stack(), [-1])[:total], [-1, count])
+    count = width if channels is None else channels.shape[-1]
+    return pair_scores(run, count, chunk, perturb)

@@ -29,35 +29,45 @@ def channel_masks(activations: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
     return tf.math.divide_no_nan(x - low, high - low)
 
 
-def masked_scores(run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
-    """The explained score of every (sample, mask) pair: `(batch, channels)`.
+def pair_scores(run, count: int, chunk: int, perturb) -> tf.Tensor:
+    """The explained score of every (sample, slot) pair of a run: `(batch, count)`.
 
-    The `batch * channels` masked inputs are built and run `chunk` at a time in a `tf.while_loop`
-    (the last chunk is padded to keep shapes static), never all at once.
+    `perturb(sample, slot)` gets `(chunk,)` index tensors and returns the model inputs and the
+    capture of that chunk's pairs. The `batch * count` perturbed passes run `chunk` at a time
+    in a `tf.while_loop` (the last chunk padded to keep shapes static), never all at once.
     """
-    leaves = keras.tree.flatten(run.inputs)
-    index = require_image(run.inputs, masks.shape.rank - 2, "Score-CAM")
-    channel_axis = leaves[index].shape.rank == masks.shape.rank
-    channels = masks.shape[1]
-    total = tf.shape(masks)[0] * channels
+    total = tf.shape(run.ids)[0] * count
     steps = (total + chunk - 1) // chunk
 
     def body(i, scores):
         pair = tf.minimum(i * chunk + tf.range(chunk), total - 1)
-        sample, channel = pair // channels, pair % channels
-        mask = tf.gather_nd(masks, tf.stack([sample, channel], axis=1))
-        mask = mask[..., None] if channel_axis else mask
-        chunk_leaves = [tf.gather(x, sample) for x in leaves]
-        chunk_leaves[index] = chunk_leaves[index] * tf.cast(mask, leaves[index].dtype)
-        inputs = keras.tree.pack_sequence_as(run.inputs, chunk_leaves)
-        _, outputs = run.score_model(inputs, unchanged)
+        sample, slot = pair // count, pair % count
+        inputs, capture = perturb(sample, slot)
+        _, outputs = run.score_model(inputs, capture)
         data = {k: tf.gather(v, sample) for k, v in run.data.items()}
         value = run.rule(outputs, tf.gather(run.ids, sample), run.target, data).scores
         return i + 1, scores.write(i, value)
 
     array = tf.TensorArray(tf.float32, size=steps, element_shape=(chunk,))
     _, array = tf.while_loop(lambda i, _: i < steps, body, (tf.constant(0), array))
-    return tf.reshape(tf.reshape(array.stack(), [-1])[:total], [-1, channels])
+    return tf.reshape(tf.reshape(array.stack(), [-1])[:total], [-1, count])
+
+
+def masked_scores(run, masks: tf.Tensor, chunk: int) -> tf.Tensor:
+    """The explained score of every (sample, mask) pair: `(batch, channels)`, the image input
+    multiplied by the mask (see `pair_scores`)."""
+    leaves = keras.tree.flatten(run.inputs)
+    index = require_image(run.inputs, masks.shape.rank - 2, "Score-CAM")
+    channel_axis = leaves[index].shape.rank == masks.shape.rank
+
+    def perturb(sample, channel):
+        mask = tf.gather_nd(masks, tf.stack([sample, channel], axis=1))
+        mask = mask[..., None] if channel_axis else mask
+        chunk_leaves = [tf.gather(x, sample) for x in leaves]
+        chunk_leaves[index] = chunk_leaves[index] * tf.cast(mask, leaves[index].dtype)
+        return keras.tree.pack_sequence_as(run.inputs, chunk_leaves), unchanged
+
+    return pair_scores(run, masks.shape[1], chunk, perturb)
 
 
 def averaged_scores(run, masks: tf.Tensor, chunk: int, draws: int, draw_masks) -> tf.Tensor:
