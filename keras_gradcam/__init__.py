@@ -73,6 +73,7 @@ _LAZY = {
     "explain_dataset": "keras_gradcam.writing",
     "write_explanations": "keras_gradcam.writing",
     "DatasetExplanation": "keras_gradcam.writing",
+    "TokenGrid": "keras_gradcam.tokens",
     **dict.fromkeys(
         [
             "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
@@ -137,6 +138,7 @@ __all__ = [
     "ISCAM",
     "SSCAM",
     "SmoothGradCAMPlusPlus",
+    "TokenGrid",
     "BackendError",
     "BaseCAM",
     "Explanation",

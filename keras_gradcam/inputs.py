@@ -55,6 +55,17 @@ def image_index(inputs, spatial_rank: int = 2, *, floating: bool = False) -> int
     return None
 
 
+def image_rank(inputs) -> int | None:
+    """Spatial axes of the image input (with a channel axis first; 2 preferred, then 3,
+    then 1), or None if none."""
+    leaves = keras.tree.flatten(inputs)
+    for channels in (True, False):
+        for rank in (2, 3, 1):
+            if any(is_image(x, rank, channels=channels) for x in leaves):
+                return rank
+    return None
+
+
 def require_image(inputs, spatial_rank: int, what: str) -> int:
     """`image_index(inputs, spatial_rank, floating=True)`, or an error saying `what` needs it.
 

@@ -4,135 +4,28 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterator
 
 import keras
 import numpy as np
 
 from keras_gradcam.errors import LayerNotFoundError, NotSpatialLayerError
-
-LayerPath = tuple  # (child of the model, child of that child, ..., target layer)
-
-
-class PickedPath(tuple):
-    """A `LayerPath` that explains one part of its layer: one element of an output that is a
-    list or dict (`key`: a feature pyramid level, `"fpn[P3]"`), or one call of a layer applied
-    several times (`call`: a head shared across pyramid levels, `"classification_head@0"`)."""
-
-    key: int | str | None = None
-    call: int | None = None
-
-    @classmethod
-    def of(cls, path: LayerPath, key=None, call=None) -> PickedPath:
-        picked = cls(path)
-        picked.key, picked.call = key, call
-        return picked
-
-    @property
-    def suffix(self) -> str:
-        return (f"[{self.key}]" if self.key is not None else "") + (
-            f"@{self.call}" if self.call is not None else "")
-
-_CONV_CLASSES = tuple(
-    cls
-    for cls in (
-        getattr(keras.layers, name, None)
-        for name in (
-            "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D", "DepthwiseConv2D",
-            "SeparableConv1D", "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose",
-            "Conv3DTranspose",
-        )
-    )
-    if cls is not None
+from keras_gradcam.graph import (
+    LayerPath,
+    PickedPath,
+    inside_plain_layer,
+    is_container,
+    is_spatial,
+    output_rank,
+    path_name,
+    sublayers,
+    symbolic_output,
+    walk,
 )
-
-
-def is_container(layer) -> bool:
-    """Whether `layer` is a model that holds layers of its own."""
-    return isinstance(layer, keras.Model)
-
-
-def is_functional(model) -> bool:
-    """Whether `model` has a graph that can be replayed (functional, or a built Sequential)."""
-    if isinstance(model, keras.Sequential):
-        return getattr(model, "_functional", None) is not None
-    return hasattr(model, "_nodes_by_depth") and hasattr(model, "_run_through_graph")
-
-
-def walk(model, prefix: tuple = ()) -> Iterator[LayerPath]:
-    """Yield the path of every layer below `model`, depth first, in model order."""
-    for layer in model.layers:
-        path = prefix + (layer,)
-        yield path
-        if is_container(layer):
-            yield from walk(layer, path)
-
-
-def path_name(path: LayerPath) -> str:
-    return "/".join(layer.name for layer in path) + getattr(path, "suffix", "")
-
-
-def symbolic_output(layer, call: int | None = None, structured: bool = False):
-    """The layer's symbolic output at its first call (or at call `call`). Keras keeps a
-    layer's outputs as a flat list; with `structured`, a dict a layer returns is rebuilt
-    (from the layer's output spec) so that its keys are known.
-
-    Raises:
-        AttributeError, ValueError: the layer has no such symbolic output (subclassed models).
-    """
-    if not call:
-        output = layer.output
-    else:
-        output = layer._get_node_attribute_at_index(call, "output_tensors", "output")
-    if structured and isinstance(output, (list, tuple)) and not is_container(layer):
-        node = layer._inbound_nodes[call or 0]
-        try:
-            output = layer.compute_output_spec(*node.arguments.args, **node.arguments.kwargs)
-        except (AttributeError, KeyError, NotImplementedError, TypeError, ValueError):
-            pass  # the flat list, by position
-    return output
-
-
-def output_rank(layer) -> int | None:
-    """Rank of the output (batch included) of a layer, or of a path's picked part; None when
-    it cannot be known."""
-    path = layer if isinstance(layer, tuple) else (layer,)
-    layer, key = path[-1], getattr(path, "key", None)
-    try:
-        output = symbolic_output(layer, getattr(path, "call", None), key is not None)
-        if key is not None:
-            output = output[key]
-    except (AttributeError, ValueError, KeyError, IndexError, TypeError):
-        # subclassed models: layers have no symbolic output
-        fixed = isinstance(layer, _CONV_CLASSES) and key is None
-        return len(layer.kernel_size) + 2 if fixed else None
-    if isinstance(output, (list, tuple, dict)) or not hasattr(output, "shape"):
-        return None
-    return len(output.shape)
-
-
-def is_spatial(path: LayerPath) -> bool:
-    """Whether the layer at `path` outputs (batch, *spatial, channels) with 1 to 3 spatial axes."""
-    layer = path[-1]
-    if isinstance(layer, keras.layers.InputLayer):
-        return False
-    if isinstance(layer, _CONV_CLASSES):
-        return True
-    rank = output_rank(path)
-    return rank is not None and 3 <= rank <= 5
 
 
 def spatial_candidates(model) -> list[LayerPath]:
     """Every layer (nested ones included) whose output is spatial, in model order."""
     return [path for path in walk(model) if not is_container(path[-1]) and is_spatial(path)]
-
-
-def map_rank(layer) -> int:
-    """Number of spatial axes of the output of a layer or of a path's picked part (its maps'
-    rank without batch)."""
-    rank = output_rank(layer)
-    return rank - 2 if rank is not None else len(
-        (layer[-1] if isinstance(layer, tuple) else layer).kernel_size)
 
 
 def feeding_layers(model, output: int) -> set[int] | None:
@@ -180,6 +73,46 @@ def output_heads(model) -> set[int]:
     return heads
 
 
+def _is_attention(layer) -> bool:
+    return isinstance(layer, keras.layers.MultiHeadAttention) or type(
+        layer).__name__.endswith("Attention")
+
+
+def _is_norm(layer) -> bool:
+    return "Norm" in type(layer).__name__  # LayerNormalization, RMSNormalization, ...
+
+
+def transformer_input_norm(model, feeding: set[int] | None = None) -> LayerPath | None:
+    """The last transformer block's first normalisation layer: the input of its attention.
+
+    The automatic pick on transformers. Not the encoder's output: a classifier that reads the
+    class token sends no gradient to the last block's patch tokens there (the last block's
+    MLP acts on each token alone), so every map at the encoder output is zero. At the
+    normalisation before the last attention, every patch token feeds the class token.
+    Blocks are plain layers holding an attention and a normalisation layer (keras-hub), or an
+    attention layer of a functional graph fed by a normalisation layer (keras.io's ViT).
+
+    Args:
+        feeding: Ids of the top-level layers the explained output depends on (None: all).
+    """
+    found = None
+    for path in walk(model, into_layers=True):
+        layer = path[-1]
+        if feeding is not None and id(path[0]) not in feeding:
+            continue
+        inner = sublayers(layer) if not is_container(layer) else []
+        norms = [s for s in inner if _is_norm(s)]
+        if norms and any(_is_attention(s) for s in inner):
+            found = path + (norms[0],)
+        elif _is_attention(layer) and not inside_plain_layer(path):
+            nodes = getattr(layer, "_inbound_nodes", None) or []
+            tensors = nodes[-1].input_tensors if nodes else []
+            history = getattr(tensors[0], "_keras_history", None) if tensors else None
+            if history is not None and _is_norm(history.operation):
+                found = path[:-1] + (history.operation,)
+    return found
+
+
 def _describe(paths: list[LayerPath], limit: int = 12) -> str:
     names = [path_name(p) for p in paths]
     if len(names) > limit:
@@ -216,6 +149,9 @@ def resolve_layer(model: keras.Model, layer=None, output: int = 0) -> LayerPath:
         heads = output_heads(model)
         inner = [p for p in candidates if id(p[0]) not in heads or len(p) > 1]
         candidates = inner or candidates  # a feature map before the output head, if any
+        block = transformer_input_norm(model, feeding)
+        if block is not None and (not candidates or output_rank(candidates[-1]) == 3):
+            return block
         if not candidates:
             raise NotSpatialLayerError(
                 "The model has no layer with a spatial output (rank 3 to 5, e.g. Conv1D/2D/3D), "
@@ -237,7 +173,8 @@ def resolve_layer(model: keras.Model, layer=None, output: int = 0) -> LayerPath:
                 f"top-level layers. Layers that can be explained: {_describe(candidates)}."
             ) from None
     elif isinstance(layer, keras.layers.Layer):
-        matches = [p for p in walk(model) if p[-1] is layer]
+        matches = [p for p in walk(model) if p[-1] is layer] or [
+            p for p in walk(model, into_layers=True) if p[-1] is layer]
         if not matches:
             raise LayerNotFoundError(
                 f"Layer {layer.name!r} (the object passed) is not part of model {model.name!r}. "
@@ -266,7 +203,7 @@ def resolve_layer(model: keras.Model, layer=None, output: int = 0) -> LayerPath:
             f"name one, e.g. layer={path_name(path) + f'[{next(iter(parts))}]'!r}. Its "
             f"outputs: {_list_parts(parts)}."
         )
-    if not is_spatial(path):
+    if not is_spatial(path) and not (inside_plain_layer(path) and output_rank(path) is None):
         raise NotSpatialLayerError(
             f"Layer {path_name(path)!r} has no spatial output (its output rank is "
             f"{output_rank(path[-1])}; expected 3 to 5, like Conv1D/2D/3D). "
@@ -276,11 +213,10 @@ def resolve_layer(model: keras.Model, layer=None, output: int = 0) -> LayerPath:
 
 
 def _find_by_name(model, name: str, candidates: list[LayerPath]) -> LayerPath:
-    all_paths = list(walk(model))
-    if "/" in name:
-        matches = [p for p in all_paths if path_name(p) == name]
-    else:
-        matches = [p for p in all_paths if p[-1].name == name]
+    matches = _named(walk(model), name)
+    if not matches:  # a layer inside a plain layer (a keras-hub encoder's block)
+        matches = _named(walk(model, into_layers=True), name)
+    all_paths = list(walk(model, into_layers=True))
     if len(matches) > 1:
         raise LayerNotFoundError(
             f"Layer name {name!r} is ambiguous: it appears at {_describe(matches)}. "
@@ -300,6 +236,12 @@ def _find_by_name(model, name: str, candidates: list[LayerPath]) -> LayerPath:
 
 
 
+def _named(paths, name: str) -> list[LayerPath]:
+    if "/" in name:
+        return [p for p in paths if path_name(p) == name]
+    return [p for p in paths if p[-1].name == name]
+
+
 _PICK = re.compile(r"^(?P<name>.+?)(?:\[(?P<key>[^\[\]]+)\])?(?:@(?P<call>\d+))?$")
 
 
@@ -307,7 +249,7 @@ def _split_pick(model, name: str) -> tuple[str, str | None, int | None]:
     """`"fpn[P3]"` -> `("fpn", "P3", None)`, `"head@1"` -> `("head", None, 1)`; a name that
     is a layer's own is never split."""
     match = _PICK.match(name)
-    if any(name in (p[-1].name, path_name(p)) for p in walk(model)) or not match:
+    if any(name in (p[-1].name, path_name(p)) for p in walk(model, into_layers=True)) or not match:
         return name, None, None
     call = match.group("call")
     return match.group("name"), match.group("key"), None if call is None else int(call)

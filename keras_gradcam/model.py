@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 import keras
 
-from keras_gradcam.errors import ModelNotSupportedError
-from keras_gradcam.layers import LayerPath, is_container, is_functional
+from keras_gradcam.errors import ModelNotSupportedError, NotSpatialLayerError
+from keras_gradcam.graph import LayerPath, is_container, is_functional
+from keras_gradcam.tokens import TokenGrid, patch_embedding
 
 Capture = Callable  # tensor -> tensor; called on the target layer's output
 
@@ -99,9 +100,14 @@ class ScoreModel:
         model: A built Keras model.
         path: Layers from a direct child of `model` to the target layer (see `resolve_layer`).
         pre_activation: Whether outputs ending in softmax/sigmoid give the scores before it.
+        tokens: How a `(batch, tokens, channels)` output of the layer lays out on a 2-D
+            image (`TokenGrid`; None: it stays a sequence). The feature maps are then the
+            grid `(batch, rows, cols, channels)`, and what `capture` returns goes back in place
+            of the patch tokens.
     """
 
-    def __init__(self, model: keras.Model, path: LayerPath, pre_activation: bool = True):
+    def __init__(self, model: keras.Model, path: LayerPath, pre_activation: bool = True,
+                 tokens: TokenGrid | None = None):
         if not model.built:
             raise ModelNotSupportedError(
                 f"Model {model.name!r} is not built yet. Call it once on a batch of data or run "
@@ -112,6 +118,10 @@ class ScoreModel:
         # One part of the layer (see `PickedPath`): an element of its output, one of its calls.
         self.key, self.call = getattr(path, "key", None), getattr(path, "call", None)
         self.pre_activation = pre_activation
+        self.tokens = tokens
+        self.token_grid: TokenGrid | None = None  # the grid the last run used
+        auto = tokens is not None and not tokens.complete
+        self._patch_layer = patch_embedding(model) if auto else None
         # Twins are made once and kept, so a traced function sees the same objects every time.
         self._twins: dict[int, object] = {}
 
@@ -119,6 +129,17 @@ class ScoreModel:
         """Run the model. Returns `(feature_maps, outputs)`, outputs as a flat list."""
         captured, calls = {}, []  # captured: call (Keras' node index) -> feature maps
         name = self.path[-1].name
+        image, patches = _image_size(inputs), {}
+
+        def take(call, part):  # the explained tensor -> what the model goes on with
+            if self.tokens is not None and part.shape.rank == 3 and (
+                    image is not None or self.tokens.complete):
+                grid = self._fit_tokens(part, image, patches.get("grid"))
+                cells, merge = grid.split(part)
+                captured[call] = capture(cells)
+                return merge(captured[call])
+            captured[call] = capture(part)
+            return captured[call]
 
         def record(output, call=None):  # call: Keras' node index of this call, if known
             call = len(calls) if call is None else call
@@ -126,19 +147,27 @@ class ScoreModel:
             if self.call is not None and call != self.call:
                 return output  # another call of a shared layer: left as it is
             if self.key is None:
-                captured[call] = capture(output)
-                return captured[call]
+                return take(call, output)
             key = self.key
             if isinstance(output, dict) and isinstance(key, int):  # by position, as flattened
                 key = sorted(output)[key]
-            captured[call] = capture(output[key])
+            part = take(call, output[key])
             if isinstance(output, dict):
-                return {**output, key: captured[call]}
+                return {**output, key: part}
             parts = list(output)
-            parts[key] = captured[call]
+            parts[key] = part
             return type(output)(parts) if isinstance(output, tuple) else parts
 
-        outputs = self._run(self.model, inputs, self.path, record, self.pre_activation)
+        def note_patches(call, *args, **kwargs):  # the patch embedding's grid on this input
+            out = call(*args, **kwargs)
+            if out.shape.rank == 4 and None not in out.shape[1:3]:
+                patches["grid"] = tuple(int(d) for d in out.shape[1:3])
+            return out
+
+        with contextlib.ExitStack() as stack:
+            if self._patch_layer is not None and self._patch_layer is not self.path[-1]:
+                stack.enter_context(_routed(self._patch_layer, note_patches))
+            outputs = self._run(self.model, inputs, self.path, record, self.pre_activation)
         if not captured:
             what = "its output" if self.call is None else f"its call @{self.call}"
             raise ModelNotSupportedError(
@@ -156,6 +185,19 @@ class ScoreModel:
                 stacklevel=2,
             )
         return captured[last], keras.tree.flatten(outputs)
+
+    def _fit_tokens(self, sequence, image, patch_grid) -> TokenGrid:
+        count, where = sequence.shape[1], repr(self.path[-1].name)
+        if count is None and not self.tokens.complete:
+            raise NotSpatialLayerError(
+                f"Layer {where} outputs a token sequence of unknown length, so its grid cannot "
+                "be inferred. Pass tokens=keras_gradcam.TokenGrid(prefix=..., grid=(rows, cols))."
+            )
+        if self.tokens.complete and count is None:
+            self.token_grid = self.tokens
+        else:
+            self.token_grid = self.tokens.fit(int(count), image, patch_grid, f"layer {where}")
+        return self.token_grid
 
     def _twin(self, layer):
         if id(layer) not in self._twins:
@@ -180,6 +222,9 @@ class ScoreModel:
 
         def operation_fn(op):
             def run(*args, **kwargs):
+                if op is child and len(path) > 1 and not is_container(op):  # in a plain layer
+                    with _routed(path[-1], lambda call, *a, **k: capture(call(*a, **k))):
+                        return _call(self._substitute(op), args, kwargs)
                 if op is child and len(path) > 1:  # the target lives inside this nested model
                     return self._run(op, args[0], path[1:], capture, id(op) in heads)
                 if op is child:  # an output head explained itself: its maps before the softmax
@@ -209,6 +254,15 @@ class ScoreModel:
                     _routed(path[-1], lambda call, *a, **k: capture(call(*a, **k)))
                 )
             return model(inputs, training=False)
+
+
+def _image_size(inputs) -> tuple[int, int] | None:
+    """`(height, width)` of the first input with two spatial axes and a static size."""
+    for leaf in keras.tree.flatten(inputs):
+        shape = getattr(leaf, "shape", None)
+        if shape is not None and len(shape) == 4 and None not in tuple(shape[1:3]):
+            return int(shape[1]), int(shape[2])
+    return None
 
 
 def _linear_call(layer):

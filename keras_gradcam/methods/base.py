@@ -20,13 +20,19 @@ import numpy as np
 import tensorflow as tf
 
 from keras_gradcam.explanation import HEATMAP, Explanation
-from keras_gradcam.inputs import check_batch_size, check_bool, prepare_inputs, spatial_size
-from keras_gradcam.layers import LayerPath, map_rank, resolve_layer
+from keras_gradcam.graph import LayerPath
+from keras_gradcam.inputs import (
+    check_batch_size,
+    check_bool,
+    prepare_inputs,
+    spatial_size,
+)
+from keras_gradcam.layers import resolve_layer
 from keras_gradcam.methods.compiled import (
     collect_outputs,
     compile_step,
-    padded_rows,
     per_class_views,
+    run_in_chunks,
     step_outputs,
     step_signature,
 )
@@ -34,6 +40,7 @@ from keras_gradcam.methods.forward import Pass, ScoreRule, run_forward
 from keras_gradcam.methods.maths import CamMaths
 from keras_gradcam.model import ScoreModel, head_activation
 from keras_gradcam.targets import Resolved, Targets, class_ids, resolve
+from keras_gradcam.tokens import TokenGrid, as_token_grid, maps_rank
 
 Step = Callable[..., dict]  # (inputs, ids, data) -> step outputs
 
@@ -65,6 +72,11 @@ class BaseCAM(CamMaths):
         eigen_smooth: Replace the sum over channels of the weighted feature maps by their
             projection on the first principal component (see `first_component`), which removes
             noise. Defaults to `False`.
+        tokens: How a layer that outputs a token sequence `(batch, tokens, channels)` (a
+            vision transformer's) lays out on the image: `"auto"` (default: the grid of the
+            patch embedding, class/register tokens dropped; see `TokenGrid`), a
+            `TokenGrid(prefix=..., grid=(rows, cols))`, or `None` to explain the sequence
+            as a 1-D map. Applies only to images with two spatial axes (or an explicit grid).
     """
 
     uses_gradients: ClassVar[bool] = True  # the core takes d score / dA at the layer
@@ -82,16 +94,9 @@ class BaseCAM(CamMaths):
         batch_size: int = 32,
         aug_smooth: bool = False,
         eigen_smooth: bool = False,
+        tokens: str | TokenGrid | None = "auto",
     ):
-        if not isinstance(model, keras.Model):
-            raise TypeError(
-                f"`model` must be a keras.Model. Received: model of type {type(model).__name__}."
-            )
-        if score not in ("logits", "probability"):
-            raise ValueError(
-                f"`score` must be 'logits' or 'probability'. Received: score={score!r}."
-            )
-        check_batch_size(batch_size)
+        _check_options(model, score, batch_size)
         jit_compile = check_bool(jit_compile, "jit_compile")
         layers = list(layer) if isinstance(layer, (list, tuple)) else [layer]
         if not layers:
@@ -108,8 +113,10 @@ class BaseCAM(CamMaths):
         self.aug_smooth = bool(check_bool(aug_smooth, "aug_smooth"))
         self.eigen_smooth = bool(check_bool(eigen_smooth, "eigen_smooth"))
         self.trace_count = 0
+        self.tokens = as_token_grid(tokens)
         self.score_models = [
-            ScoreModel(model, path, pre_activation=score == "logits") for path in self.paths
+            ScoreModel(model, path, pre_activation=score == "logits", tokens=self.tokens)
+            for path in self.paths
         ]
         head = head_activation(model, self.output_index)
         self.score_rule = ScoreRule(self.output_index, score, head)
@@ -125,6 +132,12 @@ class BaseCAM(CamMaths):
     def layers(self) -> list[keras.layers.Layer]:
         """Every resolved layer, in the order given."""
         return [path[-1] for path in self.paths]
+
+    @property
+    def token_grid(self) -> TokenGrid | None:
+        """The token grid the last traced call used (inferred with `tokens="auto"`), or None
+        when the layer's output is not a token sequence."""
+        return self.score_models[0].token_grid
 
     @property
     def num_classes(self) -> int | None:
@@ -178,18 +191,7 @@ class BaseCAM(CamMaths):
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         resolved = self.resolve_targets(targets, n)
         step = self.step(inputs, resolved, resize=resize, normalize=normalize)
-        outputs = []
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
-            rows = padded_rows(start, stop, batch_size, self.jit_compile)
-            if len(rows) == n:  # the whole input in one call: no slicing (eager ops cost ~1 ms)
-                chunk = inputs
-            elif len(rows) == stop - start:
-                chunk = keras.tree.map_structure(lambda x, a=start, b=stop: x[a:b], inputs)
-            else:
-                chunk = keras.tree.map_structure(lambda x, rows=rows: tf.gather(x, rows), inputs)
-            outputs.append((step(chunk, *resolved.rows(rows)), stop - start))
-        # Results come to the host after the loop, so chunks queue up back to back.
+        outputs = run_in_chunks(step, inputs, resolved, n, batch_size, self.jit_compile)
         return Explanation.concatenate(
             [self.collect(out, resolved, count) for out, count in outputs]
         )
@@ -273,7 +275,11 @@ class BaseCAM(CamMaths):
         Raises:
             InvalidInputError: no input has as many spatial axes as the layer's maps.
         """
-        return spatial_size(inputs, map_rank(self.path))
+        return spatial_size(inputs, self.maps_rank(inputs))
+
+    def maps_rank(self, inputs) -> int:
+        """Spatial axes of the (first) layer's maps on `inputs` (2 for a token grid)."""
+        return maps_rank(self.path, self.tokens, inputs)
 
     def _compile(self, signature, inputs, target, resize: bool, normalize: bool) -> Step:
         size = self.input_size(inputs) if resize else None
@@ -291,6 +297,16 @@ class BaseCAM(CamMaths):
         if self._num_classes is None and classes is not None:
             self._num_classes = int(classes)
         return concrete
+
+
+def _check_options(model, score: str, batch_size) -> None:
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"`model` must be a keras.Model. Received: model of type {type(model).__name__}."
+        )
+    if score not in ("logits", "probability"):
+        raise ValueError(f"`score` must be 'logits' or 'probability'. Received: score={score!r}.")
+    check_batch_size(batch_size)
 
 
 def _output_index(model, output) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 from keras_gradcam.errors import ModelNotSupportedError
-from keras_gradcam.layers import LayerPath, path_name
+from keras_gradcam.graph import LayerPath, is_container, path_name
 
 _POOLS = tuple(
     getattr(keras.layers, f"GlobalAveragePooling{d}D") for d in (1, 2, 3)
@@ -42,6 +42,14 @@ def _readers(container, layer) -> list:
 def _walk_forward(model: keras.Model, path: LayerPath) -> list[tuple]:
     """`(layer, top)` for each layer applied after `path[-1]`, `top` being the direct child of
     `model` whose output carries it (the layer itself, or the nested model holding it)."""
+    plain = next((layer for layer in path[:-1] if not is_container(layer)), None)
+    if plain is not None:
+        raise ModelNotSupportedError(
+            f"CAM needs `{path_name(path)}` -> global average pooling -> dense, but "
+            f"{path[-1].name!r} sits inside the layer {plain.name!r} (a transformer block?), "
+            "whose inside has no graph to follow to the head. Use GradCAM (or HiResCAM), "
+            "which work on any layer."
+        )
     path, chain = list(path), []
     while path:
         container = path[-2] if len(path) > 1 else model

@@ -125,3 +125,21 @@ def collect_outputs(outputs: dict, target, count: int | None,
         arrays["targets"] = np.full(arrays["targets"].shape, target.explained_class, np.int32)
     present = np.asarray(outputs["present"])[:count] if "present" in outputs else None
     return Explanation(**arrays, score_space=score_space, kind=kind, present=present)
+
+
+def run_in_chunks(step, inputs, resolved, n: int, batch_size: int, jit_compile: bool) -> list:
+    """Run `step` over `n` samples in chunks of `batch_size` (the last padded to a compiled
+    size under XLA). Returns `(outputs, rows used)` per chunk, still on the device: results
+    come to the host after the loop, so chunks queue up back to back."""
+    outputs = []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        rows = padded_rows(start, stop, batch_size, jit_compile)
+        if len(rows) == n:  # the whole input in one call: no slicing (eager ops cost ~1 ms)
+            chunk = inputs
+        elif len(rows) == stop - start:
+            chunk = keras.tree.map_structure(lambda x, a=start, b=stop: x[a:b], inputs)
+        else:
+            chunk = keras.tree.map_structure(lambda x, rows=rows: tf.gather(x, rows), inputs)
+        outputs.append((step(chunk, *resolved.rows(rows)), stop - start))
+    return outputs

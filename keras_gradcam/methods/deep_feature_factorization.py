@@ -11,11 +11,12 @@ import tensorflow as tf
 
 from keras_gradcam.errors import ModelNotSupportedError
 from keras_gradcam.inputs import check_bool, check_positive_int, prepare_inputs, spatial_size
-from keras_gradcam.layers import map_rank, resolve_layer
+from keras_gradcam.layers import resolve_layer
 from keras_gradcam.maps import normalize_maps, resize_maps
 from keras_gradcam.methods.cam_head import find_dense_head
 from keras_gradcam.methods.noise import check_seed
 from keras_gradcam.model import ScoreModel, unchanged
+from keras_gradcam.tokens import as_token_grid, maps_rank
 
 _EPSILON = 1e-12
 
@@ -109,6 +110,7 @@ class DeepFeatureFactorization:
         per_image: Factorise each image on its own. Defaults to False (shared concepts).
         iterations: Multiplicative updates. Defaults to 200.
         seed: Seed of the starting factors. Defaults to 0.
+        tokens: How a token sequence lays out on the image, as for `BaseCAM`.
 
     Example:
 
@@ -118,14 +120,16 @@ class DeepFeatureFactorization:
     """
 
     def __init__(self, model, n_components: int = 5, layer=None, *, output: int = 0,
-                 per_image: bool = False, iterations: int = 200, seed: int = 0):
+                 per_image: bool = False, iterations: int = 200, seed: int = 0,
+                 tokens="auto"):
         self.model = model
         self.n_components = check_positive_int(n_components, "n_components")
         self.iterations = check_positive_int(iterations, "iterations")
         self.per_image = bool(check_bool(per_image, "per_image"))
         self.seed = check_seed(seed)
         self.path = resolve_layer(model, layer, output=output)
-        self._score_model = ScoreModel(model, self.path, pre_activation=True)
+        self.tokens = as_token_grid(tokens)
+        self._score_model = ScoreModel(model, self.path, pre_activation=True, tokens=self.tokens)
         try:
             self.dense = find_dense_head(model, self.path, output)
         except ModelNotSupportedError:
@@ -144,7 +148,7 @@ class DeepFeatureFactorization:
             A `Factorization`.
         """
         inputs, _ = prepare_inputs(self.model, images)
-        size = spatial_size(inputs, map_rank(self.layer)) if resize else None
+        size = spatial_size(inputs, maps_rank(self.path, self.tokens, inputs)) if resize else None
         key = (tuple(tuple(x.shape[1:]) for x in keras.tree.flatten(inputs)), size,
                bool(normalize))
         if key not in self._steps:

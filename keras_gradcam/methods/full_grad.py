@@ -7,7 +7,6 @@ import keras
 import tensorflow as tf
 
 from keras_gradcam.inputs import require_image
-from keras_gradcam.layers import map_rank
 from keras_gradcam.maps import normalize_maps, resize_maps
 from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.bias_replay import BiasScoreModel, bias_of
@@ -81,7 +80,7 @@ class FullGrad(BaseCAM):
             `(terms, scores)`, terms float32.
         """
         leaves = keras.tree.flatten(inputs)
-        image = require_image(inputs, map_rank(self.layer), "FullGrad")
+        image = require_image(inputs, self.maps_rank(inputs), "FullGrad")
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(leaves[image])
             outputs, records = self._bias_model.run(inputs, _watcher(tape))

@@ -32,7 +32,7 @@ import keras
 import tensorflow as tf
 
 from keras_gradcam.errors import ModelNotSupportedError
-from keras_gradcam.layers import is_container, is_functional, walk
+from keras_gradcam.graph import is_container, is_functional, walk
 from keras_gradcam.model import ScoreModel, twin_with_activation, unchanged
 
 # Fused activations by name: the arguments of `keras.activations.relu` they stand for.

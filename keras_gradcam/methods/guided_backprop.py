@@ -6,7 +6,6 @@ import tensorflow as tf
 
 from keras_gradcam.explanation import IMAGE
 from keras_gradcam.inputs import require_image
-from keras_gradcam.layers import map_rank
 from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.forward import Scores
 from keras_gradcam.methods.grad_cam import GradCAM
@@ -29,7 +28,7 @@ class _Guided:
     def guided(self, inputs, ids, target, data) -> tuple[tf.Tensor, Scores]:
         augment = Augmentation(inputs) if self.aug_smooth else None
         views, groups = (augment.inputs, augment.groups) if augment else (inputs, 1)
-        image = require_image(inputs, map_rank(self.path), "Guided backpropagation")
+        image = require_image(inputs, self.maps_rank(inputs), "Guided backpropagation")
         data = {k: tf.tile(v, [groups] + [1] * (v.shape.rank - 1)) for k, v in data.items()}
         grads, scores = guided_gradients(
             self.score_rule, self._guided_model, views, tf.tile(ids, [groups]), target, data,

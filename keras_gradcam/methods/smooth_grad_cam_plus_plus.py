@@ -7,7 +7,6 @@ import keras
 import tensorflow as tf
 
 from keras_gradcam.inputs import check_positive_int, require_image
-from keras_gradcam.layers import map_rank
 from keras_gradcam.maps import spatial_sum
 from keras_gradcam.methods.base import BaseCAM
 from keras_gradcam.methods.forward import Pass, run_forward
@@ -58,7 +57,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         """`inputs` followed by its `samples` noisy copies along the batch axis:
         `(samples + 1) * batch` rows, the first `batch` the clean inputs."""
         leaves = keras.tree.flatten(inputs)
-        image = require_image(inputs, map_rank(self.layer), "Smooth Grad-CAM++")
+        image = require_image(inputs, self.maps_rank(inputs), "Smooth Grad-CAM++")
         copies = self.samples + 1
         out = [tf.tile(x, [copies] + [1] * (x.shape.rank - 1)) for x in leaves]
         x = tf.cast(leaves[image], tf.float32)

@@ -8,7 +8,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_gradcam.layers import path_name, walk
+from keras_gradcam.graph import path_name, walk
 from keras_gradcam.metrics._checks import mean
 
 Explainer = Callable[[Any, Any], Any]  # (images, targets) -> maps (n, H, W)
@@ -177,7 +177,7 @@ def _layer_paths(model, layers) -> list[tuple[int, ...]]:
 
 def _find(model, spec) -> tuple[int, ...] | None:
     """Indices from `model.layers` down to the layer `spec` (an object, a name or an
-    "outer/inner" path), found with `keras_gradcam.layers.walk`; top-level layers first."""
+    "outer/inner" path), found with `keras_gradcam.graph.walk`; top-level layers first."""
     matches = [
         path for path in walk(model)
         if path[-1] is spec or (isinstance(spec, str) and spec in (path_name(path),
