@@ -169,6 +169,8 @@ def _infer(tokens: int, prefix: int | None, image_size, patch_grid) -> TokenGrid
             if count % r:
                 continue
             for rows, cols in ((r, count // r), (count // r, r)):
+                if min(rows, cols) < 2:
+                    continue
                 # patch height vs patch width: equal up to one patch of rounding
                 ph, pw = height / rows, width / cols
                 mismatch = abs(math.log(ph / pw))

@@ -1,0 +1,51 @@
+"""A tiny ViT trained on CPU on generated images whose class is the colour of one square at a
+random position (the evidence region is known): shared by the slow test and the notebook."""
+
+from __future__ import annotations
+
+import numpy as np
+
+COLOURS = np.array([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.1, 0.1, 1.0]], np.float32)
+
+
+def coloured_squares(n: int, size: int = 32, square: int = 8, seed: int = 0):
+    """Noise images with one coloured square. Returns `(images, labels, boxes)`, boxes as
+    `(top, left, bottom, right)` in pixels."""
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 0.6, (n, size, size, 3)).astype(np.float32)
+    labels = rng.integers(0, len(COLOURS), n)
+    corners = rng.integers(0, size - square + 1, (n, 2))
+    for image, label, (top, left) in zip(images, labels, corners):
+        image[top:top + square, left:left + square] = COLOURS[label]
+    boxes = np.concatenate([corners, corners + square], axis=1)
+    return images, labels.astype(np.int32), boxes
+
+
+def trained_vit(seed: int = 0, samples: int = 3000, epochs: int = 6):
+    """A keras-hub ViT (patch 4, 8 x 8 tokens + class token, 2 blocks) trained on
+    `coloured_squares`. Returns `(model, held-out accuracy)`."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(32, 32, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=32,
+        mlp_dim=64)
+    model = keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=3)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    x, y, _ = coloured_squares(samples, seed=seed)
+    model.fit(x, y, batch_size=64, epochs=epochs, verbose=0)
+    xt, yt, _ = coloured_squares(300, seed=seed + 1000)
+    accuracy = float((model.predict(xt, verbose=0).argmax(-1) == yt).mean())
+    return model, accuracy
+
+
+def pointing_game(maps: np.ndarray, boxes: np.ndarray) -> float:
+    """Share of maps whose maximum lies inside the box."""
+    hits = []
+    for heatmap, (top, left, bottom, right) in zip(maps, boxes):
+        row, col = np.unravel_index(np.argmax(heatmap), heatmap.shape)
+        hits.append(top <= row < bottom and left <= col < right)
+    return float(np.mean(hits))
