@@ -40,7 +40,7 @@ import tensorflow as tf
 from keras_gradcam.explanation import HEATMAP, Explanation
 from keras_gradcam.image import grid_shape
 from keras_gradcam.inputs import check_positive_int
-from keras_gradcam.methods import BaseCAM, get_method
+from keras_gradcam.methods import AUTO, BaseCAM, get_method, method_for
 from keras_gradcam.probes import ProbeSet
 from keras_gradcam.summaries import (
     EpochLog,
@@ -54,9 +54,10 @@ from keras_gradcam.summaries import (
 _CLASSES = ("label", "predicted", "both")
 
 
-def _resolve_method(method) -> type[BaseCAM]:
-    """A BaseCAM subclass from a class or a name (see `keras_gradcam.get_method`)."""
-    if isinstance(method, type) and issubclass(method, BaseCAM):
+def _resolve_method(method) -> type[BaseCAM] | str:
+    """A BaseCAM subclass from a class or a name (see `keras_gradcam.get_method`); `"auto"`
+    stays as it is until the model is known."""
+    if isinstance(method, type) and issubclass(method, BaseCAM) or method == AUTO:
         return method
     if not isinstance(method, str):
         raise TypeError(
@@ -91,8 +92,9 @@ class GradCAMCallback(keras.callbacks.Callback):
             the probe images (min-max scaled when they have negative values).
         masks: Optional objects, bool masks `(n, H, W)` at the model input's size or boxes
             `(n, 4)` as `(y0, x0, y1, x1)` pixels, for the energy and pointing-game scalars.
-        method: A method name (`"gradcam"`, or any name `keras_gradcam.get_method` knows) or a
-            `BaseCAM` subclass. Defaults to `"gradcam"`.
+        method: A method name (any name `keras_gradcam.get_method` knows) or a `BaseCAM`
+            subclass. Defaults to `"auto"`: Grad-CAM, or element-wise Grad-CAM on a vision
+            transformer's tokens (see `keras_gradcam.methods.method_for`).
         layer: The layer to explain, as for `GradCAM`; `None` (default) takes the last layer
             with a spatial output.
         freq: Log every `freq` epochs (epochs 0, freq, 2*freq, ...). Defaults to 1.
@@ -139,7 +141,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         class_names: Any = None,
         display_images: Any = None,
         masks: Any = None,
-        method: str | type[BaseCAM] = "gradcam",
+        method: str | type[BaseCAM] = "auto",
         layer: Any = None,
         freq: int = 1,
         targets: str | None = None,
@@ -232,7 +234,7 @@ class GradCAMCallback(keras.callbacks.Callback):
         self._open_writer()
 
     def _build(self):
-        method = self.method
+        method = method_for(self.model, self.method, self.layer)
         if method.result_kind != HEATMAP:
             raise ValueError(
                 f"GradCAMCallback draws one 2D heatmap per image, but {method.__name__} returns "

@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     explain.add_argument("images", nargs="+", help="image files, folders or globs (PNG/JPEG)")
     explain.add_argument("--out", type=_folder, required=True, help="output folder")
     explain.add_argument("--layer", default=None, help="layer name or 'outer/inner' path")
-    explain.add_argument("--method", default="gradcam",
-                         help=f"one of {', '.join(METHOD_NAMES)} (default: %(default)s)")
+    explain.add_argument("--method", default="auto",
+                         help=f"one of {', '.join(METHOD_NAMES)}, or 'auto' (default): "
+                              "gradcam, or gradcam-elementwise on a vision transformer")
     explain.add_argument("--target", default="auto", help="'auto' (top-1) or a class index")
     explain.add_argument("--size", type=_positive_int, nargs=2, metavar=("H", "W"),
                          help="resize images to H W for the model (default: the model's "
@@ -267,6 +268,23 @@ def _read_labels(path: str) -> list[str]:
     return names
 
 
+def _load_model(path: str, unsafe: bool):
+    """`keras.models.load_model`, importing keras-hub first when the model needs its classes
+    (they register themselves on import)."""
+    import importlib.util
+
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+    except Exception as error:
+        if "keras_hub" not in str(error) or importlib.util.find_spec("keras_hub") is None:
+            raise
+    import keras_hub  # noqa: F401
+
+    return keras.models.load_model(path, compile=False, safe_mode=not unsafe)
+
+
 def _preprocess(batch, mode: str):
     if mode == "none":
         return batch
@@ -290,19 +308,20 @@ def _explain(args) -> int:
     import numpy as np
 
     import keras_gradcam as kgc
+    from keras_gradcam.methods import method_for
 
     if args.unsafe:
         warnings.warn("Loading the model with safe_mode off: it may run code stored in the file.",
                       stacklevel=1)
     try:
-        model = keras.models.load_model(args.model, compile=False, safe_mode=not args.unsafe)
+        model = _load_model(args.model, args.unsafe)
     except Exception as error:  # noqa: BLE001 - any load failure becomes one clear line
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         hint = " (for Lambda layers you trust, add --unsafe)" if "safe_mode" in first else ""
         _error(f"cannot load model {args.model!r}: {first}{hint}")
         return 2
     try:
-        explainer = kgc.get_method(args.method)(model, layer=args.layer)
+        explainer = method_for(model, args.method, args.layer)(model, layer=args.layer)
     except (kgc.errors.KerasGradCAMError, ValueError, TypeError) as error:
         _error(str(error))
         return 2

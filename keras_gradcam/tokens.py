@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_gradcam.errors import NotSpatialLayerError
 from keras_gradcam.graph import map_rank, walk
-from keras_gradcam.inputs import image_rank
+from keras_gradcam.inputs import image_rank, model_inputs
 
 MAX_PREFIX = 16  # class + distillation + register tokens we look for when inferring
 
@@ -152,6 +152,13 @@ def maps_rank(path, tokens: TokenGrid | None, inputs) -> int:
     return rank if rank is not None else image
 
 
+def is_token_layer(model, path) -> bool:
+    """Whether the layer at `path` outputs a token sequence of a 2-D image model (or its rank
+    is known only as it runs, inside a transformer block)."""
+    images = [x for x in model_inputs(model) or [] if len(x.shape) == 4]
+    return bool(images) and map_rank(path) in (None, 1)
+
+
 def _infer(tokens: int, prefix: int | None, image_size, patch_grid) -> TokenGrid | None:
     prefixes = range(MAX_PREFIX + 1) if prefix is None else (prefix,)
     if patch_grid is not None:
@@ -192,4 +199,4 @@ def patch_embedding(model) -> keras.layers.Layer | None:
     return None
 
 
-__all__ = ["TokenGrid", "as_token_grid", "maps_rank", "patch_embedding"]
+__all__ = ["TokenGrid", "as_token_grid", "is_token_layer", "maps_rank", "patch_embedding"]

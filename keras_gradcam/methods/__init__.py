@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from keras_gradcam.explanation import Explanation
+from keras_gradcam.layers import resolve_layer
 from keras_gradcam.methods.ablation_cam import AblationCAM
-from keras_gradcam.methods.base import BaseCAM
+from keras_gradcam.methods.base import BaseCAM, _output_index
 from keras_gradcam.methods.cam import CAM
 from keras_gradcam.methods.deep_feature_factorization import DeepFeatureFactorization
 from keras_gradcam.methods.eigen_cam import EigenCAM, EigenGradCAM
@@ -24,6 +25,7 @@ from keras_gradcam.methods.shapley_cam import ShapleyCAM
 from keras_gradcam.methods.smooth_grad_cam_plus_plus import SmoothGradCAMPlusPlus
 from keras_gradcam.methods.ss_cam import SSCAM
 from keras_gradcam.methods.xgrad_cam import XGradCAM
+from keras_gradcam.tokens import is_token_layer
 
 METHODS: dict[str, type[BaseCAM]] = {
     cls.name: cls
@@ -61,7 +63,39 @@ def get_method(name: str) -> type[BaseCAM]:
     raise ValueError(f"Unknown method {name!r}. Known methods: {', '.join(METHODS)}.")
 
 
+AUTO = "auto"
+TRANSFORMER_DEFAULT = "gradcam-elementwise"
+
+
+def method_for(model, method: str | type[BaseCAM] = AUTO, layer=None,
+               output: int | str = 0) -> type[BaseCAM]:
+    """The method class for a name or class; `"auto"` picks by the explained layer.
+
+    `"auto"` is Grad-CAM, except on a vision transformer's tokens, where it is element-wise
+    Grad-CAM: there Grad-CAM's channel-mean weights point near chance and the element-wise
+    product `ReLU(dA * A)` points at the evidence (README, "Vision transformers").
+
+    Args:
+        model: The model to explain.
+        method: `"auto"`, a method name (see `get_method`) or a `BaseCAM` subclass.
+        layer: The layer to explain, as for `BaseCAM` (the first one of a list).
+        output: The explained output, as for `BaseCAM`.
+
+    Raises:
+        ValueError: unknown name. LayerNotFoundError, NotSpatialLayerError: bad `layer`.
+    """
+    if isinstance(method, type) and issubclass(method, BaseCAM):
+        return method
+    if not (isinstance(method, str) and method.lower() == AUTO):
+        return get_method(method)
+    first = layer[0] if isinstance(layer, (list, tuple)) and layer else layer
+    path = resolve_layer(model, first, output=_output_index(model, output))
+    return get_method(TRANSFORMER_DEFAULT if is_token_layer(model, path) else "gradcam")
+
+
 __all__ = [
+    "AUTO",
+    "method_for",
     "AblationCAM", "FEM", "FinerCAM", "KPCACAM", "ShapleyCAM",
     "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
     "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM", "HiResCAM",
