@@ -78,7 +78,7 @@ _LAZY = {
         [
             "CAM", "METHODS", "BaseCAM", "EigenCAM", "EigenGradCAM", "Explanation", "GradCAM",
             "GradCAMElementWise", "GradCAMPlusPlus", "GuidedBackprop", "GuidedGradCAM",
-            "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method",
+            "HiResCAM", "LayerCAM", "ScoreCAM", "XGradCAM", "get_method", "method_for",
             "AblationCAM", "KPCACAM", "FEM", "FinerCAM", "ShapleyCAM",
             "DeepFeatureFactorization", "FullGrad", "ISCAM", "SSCAM", "SmoothGradCAMPlusPlus",
         ],
@@ -128,6 +128,7 @@ __all__ = [
     "ScoreCAM",
     "XGradCAM",
     "get_method",
+    "method_for",
     "AblationCAM",
     "KPCACAM",
     "FEM",

@@ -171,3 +171,24 @@ def place_on_canvas(images, labels, canvas: int = 40, shortcut: bool = False,
             x0 = 0 if corner in (0, 2) else canvas - marker
             x[i, y0 : y0 + marker, x0 : x0 + marker] = 1.0
     return x[..., None], masks
+
+
+SQUARE_COLOURS = np.array([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.1, 0.1, 1.0]], np.float32)
+
+
+def coloured_squares(n: int, size: int = 32, square: int = 8, seed: int = 0):
+    """Noise images with one square at a random position whose colour (red, green, blue) is
+    the class: the evidence region is known, for localisation checks.
+
+    Returns:
+        `(images, labels, boxes)`: float32 `(n, size, size, 3)` in [0, 1], int32 `(n,)`, and
+        int `(n, 4)` boxes `(top, left, bottom, right)` in pixels.
+    """
+    rng = np.random.default_rng(seed)
+    images = rng.uniform(0.0, 0.6, (n, size, size, 3)).astype(np.float32)
+    labels = rng.integers(0, len(SQUARE_COLOURS), n)
+    corners = rng.integers(0, size - square + 1, (n, 2))
+    for image, label, (top, left) in zip(images, labels, corners):
+        image[top:top + square, left:left + square] = SQUARE_COLOURS[label]
+    boxes = np.concatenate([corners, corners + square], axis=1)
+    return images, labels.astype(np.int32), boxes

@@ -19,7 +19,7 @@ nbformat = pytest.importorskip("nbformat")
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NAMES = ["01_quickstart.ipynb", "02_bias_detection.ipynb", "03_methods_gallery.ipynb",
-         "04_segmentation_detection.ipynb"]
+         "04_segmentation_detection.ipynb", "05_vision_transformers.ipynb"]
 BADGE = (
     "https://colab.research.google.com/github/keras-gradcam/keras-gradcam/blob/main/notebooks/{}"
 )
@@ -108,11 +108,26 @@ def _check_segmentation_detection(text: str) -> None:
     assert "notebook done:" in text
 
 
+def _check_vision_transformers(text: str) -> None:
+    accuracy = re.search(r"held-out accuracy ([0-9.]+)", text)
+    assert accuracy and float(accuracy.group(1)) >= 0.95, "the tiny ViT did not learn"
+    assert "explained layer: vi_t_backbone/vit_encoder/transformer_block_2/ln_1" in text
+    assert "token grid: TokenGrid(prefix=1, grid=(8, 8))" in text
+    assert "method 'auto' picks: gradcam-elementwise" in text
+    assert "largest HiResCAM value at the encoder output: 0.0" in text
+    match = re.search(r"auto \(gradcam-elementwise\): ([0-9.]+) vs Grad-CAM ([0-9.]+), "
+                      r"([0-9.]+)x chance", text)
+    assert match, "the pointing-game comparison was not printed"
+    assert float(match.group(3)) >= 3.0, "the default does not beat chance clearly"
+    assert "same maps as inferred: True" in text and "notebook done:" in text
+
+
 CHECKS = {
     "01_quickstart.ipynb": _check_quickstart,
     "02_bias_detection.ipynb": _check_bias,
     "03_methods_gallery.ipynb": _check_gallery,
     "04_segmentation_detection.ipynb": _check_segmentation_detection,
+    "05_vision_transformers.ipynb": _check_vision_transformers,
 }
 
 

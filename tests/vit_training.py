@@ -5,21 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-COLOURS = np.array([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1], [0.1, 0.1, 1.0]], np.float32)
-
-
-def coloured_squares(n: int, size: int = 32, square: int = 8, seed: int = 0):
-    """Noise images with one coloured square. Returns `(images, labels, boxes)`, boxes as
-    `(top, left, bottom, right)` in pixels."""
-    rng = np.random.default_rng(seed)
-    images = rng.uniform(0.0, 0.6, (n, size, size, 3)).astype(np.float32)
-    labels = rng.integers(0, len(COLOURS), n)
-    corners = rng.integers(0, size - square + 1, (n, 2))
-    for image, label, (top, left) in zip(images, labels, corners):
-        image[top:top + square, left:left + square] = COLOURS[label]
-    boxes = np.concatenate([corners, corners + square], axis=1)
-    return images, labels.astype(np.int32), boxes
-
+from keras_gradcam.datasets import coloured_squares
 
 def trained_vit(seed: int = 0, samples: int = 3000, epochs: int = 6):
     """A keras-hub ViT (patch 4, 8 x 8 tokens + class token, 2 blocks) trained on
@@ -43,9 +29,7 @@ def trained_vit(seed: int = 0, samples: int = 3000, epochs: int = 6):
 
 
 def pointing_game(maps: np.ndarray, boxes: np.ndarray) -> float:
-    """Share of maps whose maximum lies inside the box."""
-    hits = []
-    for heatmap, (top, left, bottom, right) in zip(maps, boxes):
-        row, col = np.unravel_index(np.argmax(heatmap), heatmap.shape)
-        hits.append(top <= row < bottom and left <= col < right)
-    return float(np.mean(hits))
+    """Share of maps whose maximum lies inside the box (no tolerance)."""
+    import keras_gradcam as kgc
+
+    return kgc.metrics.mean_pointing_game(maps, boxes, tolerance=0)

@@ -1,0 +1,126 @@
+"""Grad-CAM on a ViT-B/16-sized vision transformer against its compiled forward pass.
+
+keras-hub's `ViTImageClassifier` with ViT-B/16's configuration (224 x 224, patch 16, 12
+blocks of width 768, 1000 classes), random weights (presets cannot be downloaded here),
+batch 8. The compared calls run interleaved round by round; a ratio is the median over rounds
+of the two times measured in the same round. The result replaces the "Vision transformer"
+section of `benchmarks/RESULTS.md` (between its markers), or is printed with `--print`.
+
+    python benchmarks/bench_vit.py [--repeats 7] [--batch 8] [--print]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_gradcam as kgc  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BEGIN, END = "<!-- vit: begin -->", "<!-- vit: end -->"
+
+
+def vit_b16(size: int = 224, classes: int = 1000) -> keras.Model:
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(size, size, 3), patch_size=16, num_layers=12, num_heads=12,
+        hidden_dim=768, mlp_dim=3072)
+    return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=classes)
+
+
+def paired(fns: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, interleaved round by round, after a warm-up."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def measure(batch: int, rounds: int, jit: bool) -> list[tuple[str, float, float]]:
+    model = vit_b16()
+    x = np.random.default_rng(0).random((batch, 224, 224, 3), dtype=np.float32)
+    tensor = tf.constant(x)
+    forward = tf.function(lambda v: model(v, training=False), jit_compile=jit)
+    explainers = {
+        "GradCAM call (public)": kgc.GradCAM(model, jit_compile=jit),
+        "GradCAMElementWise call (the 'auto' default)": kgc.GradCAMElementWise(
+            model, jit_compile=jit),
+    }
+    fns = {"compiled forward": lambda: forward(tensor).numpy()}
+    fns.update({name: (lambda e=e: e(x)) for name, e in explainers.items()})
+    times = paired(fns, rounds)
+    base = np.asarray(times["compiled forward"])
+    rows = []
+    for name, t in times.items():
+        ratio = float(np.median(np.asarray(t) / base)) if name != "compiled forward" else 1.0
+        rows.append((name, float(np.median(t)) * 1e3, ratio))
+    grid = explainers["GradCAM call (public)"].token_grid
+    rows.append((f"token grid inferred: {grid}", float("nan"), float("nan")))
+    return rows
+
+
+def section(results: dict, batch: int, rounds: int, seconds: float) -> str:
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    lines = [
+        BEGIN,
+        "## Vision transformer (ViT-B/16 size)",
+        "",
+        f"`python benchmarks/bench_vit.py` ({seconds / 60:.1f} minutes, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}, load average at the end {load}): keras-hub "
+        f"`ViTImageClassifier` with ViT-B/16's configuration, random weights, 224 x 224, batch "
+        f"{batch}, {rounds} paired rounds; the automatic layer is the last block's first "
+        "LayerNorm. Target: the public call <= 1.1x the compiled forward pass.",
+        "",
+        "| XLA | measured | median ms | ratio vs forward |",
+        "|---|---|---:|---:|",
+    ]
+    for jit, rows in results.items():
+        for name, ms, ratio in rows:
+            if np.isnan(ms):
+                lines.append(f"| {'on' if jit else 'off'} | {name} | | |")
+            else:
+                lines.append(f"| {'on' if jit else 'off'} | {name} | {ms:.0f} | {ratio:.2f}x |")
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="paired rounds (default 7)")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--xla", choices=["off", "on", "both"], default="off")
+    parser.add_argument("--print", action="store_true", help="print, do not write RESULTS.md")
+    args = parser.parse_args(argv)
+    begin = time.perf_counter()
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
+    results = {jit: measure(args.batch, args.repeats, jit) for jit in modes}
+    text = section(results, args.batch, args.repeats, time.perf_counter() - begin)
+    print(text)
+    if args.print:
+        return
+    path = os.path.join(HERE, "RESULTS.md")
+    old = open(path).read() if os.path.exists(path) else ""
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip() + "\n\n" + text
+    with open(path + ".tmp", "w") as f:
+        f.write(new.rstrip() + "\n")
+    os.replace(path + ".tmp", path)
+
+
+if __name__ == "__main__":
+    main()
