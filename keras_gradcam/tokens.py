@@ -103,7 +103,7 @@ class TokenGrid:
                 f"Cannot lay out the {tokens} tokens of {layer} as an image grid (image "
                 f"{image_size}, patch embedding grid {patch_grid}, prefix {self.prefix}). "
                 "Pass it: tokens=keras_gradcam.TokenGrid(prefix=<class/register tokens>, "
-                "grid=(rows, cols))."
+                "grid=(rows, cols)), or tokens=None to explain the sequence as a 1-D map."
             )
         return found
 
