@@ -96,3 +96,28 @@ def test_eigen_methods_match_the_svd_reference_on_a_cnn():
     expected = np.maximum(svd_first_component(features), 0)
     got = kgc.EigenCAM(model, "features")(images, resize=False, normalize=False)
     np.testing.assert_allclose(got, expected, atol=1e-5 * expected.max())
+
+
+def relu_head_cnn():
+    """conv-ReLU -> conv-ReLU (the layer) -> GAP -> dense-ReLU -> dense: a ReLU after the layer,
+    whose gradient Grad-CAM takes plain and guided backpropagation guided."""
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(6, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="features")(x)
+    x = keras.layers.Dense(8, activation="relu")(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+@pytest.mark.parametrize("targets", [None, 2])
+def test_guided_gradcam_in_one_pass_equals_two_passes(targets):
+    model = relu_head_cnn()
+    images = np.random.default_rng(2).random((4, 16, 16, 3)).astype(np.float32)
+    guided = kgc.GuidedBackprop(model)(images, targets, normalize=False)
+    heatmaps = kgc.GradCAM(model, "features")(images, targets)
+    expected = guided * heatmaps[..., None]
+    got = kgc.GuidedGradCAM(model, "features")(images, targets, normalize=False)
+    np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
+    # The two-pass path (taken with several layers) gives the same product.
+    two = kgc.GuidedGradCAM(model, ["features", "features"])(images, targets, normalize=False)
+    np.testing.assert_allclose(two, expected, atol=1e-5 * np.abs(expected).max())
