@@ -121,3 +121,14 @@ def test_guided_gradcam_in_one_pass_equals_two_passes(targets):
     # The two-pass path (taken with several layers) gives the same product.
     two = kgc.GuidedGradCAM(model, ["features", "features"])(images, targets, normalize=False)
     np.testing.assert_allclose(two, expected, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("size", [(16, 16), (9, 13)])
+def test_score_cam_masks_per_chunk_equal_the_masks_built_at_once(size):
+    from keras_gradcam.methods.masking import channel_masks, pair_masks
+
+    activations = tf.constant(relu_features((3, 4, 5, 6)))
+    every = channel_masks(activations, size).numpy()  # (3, 6, *size): what was built before
+    sample, channel = tf.constant([0, 2, 1, 2, 0]), tf.constant([5, 0, 3, 3, 1])
+    got = pair_masks(activations, sample, channel, size).numpy()
+    np.testing.assert_allclose(got, every[sample.numpy(), channel.numpy()], atol=1e-7)
