@@ -58,7 +58,7 @@ import bench_more  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_SECTIONS = ("speed", "methods", "scorecam", "classes", "trace", "rss", "stream",
                 "callback", *bench_more.BLOCK_SECTIONS)
-DEFAULT_SECTIONS = ALL_SECTIONS[:8]  # the block sections run when named
+DEFAULT_SECTIONS = ALL_SECTIONS[:8]  # the block sections (bench_more) run when named
 TARGETS = {
     "gradcam_vs_forward": {"resnet50": 1.05, "small": 1.3},
     "method_vs_gradcam": 1.1,
@@ -118,6 +118,7 @@ def resnet50() -> keras.Model:
     return keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
 
 
+ON_GPU = (True,) if tf.config.list_physical_devices("GPU") else ()  # XLA pays there
 # name -> builder, input size, batch sizes, XLA settings, batch sizes run with XLA on (each is
 # another XLA compilation), the layer for the keras.io recipe (None: it cannot run)
 MODELS = {
@@ -127,7 +128,7 @@ MODELS = {
                   xla_batches=(1, 16, 64), recipe="conv3"),
     "nested": dict(build=nested_model, size=96, batches=(16,), xla=(False, True),
                    xla_batches=(16,), recipe=None),
-    "resnet50": dict(build=resnet50, size=224, batches=(1, 16), xla=(False,),
+    "resnet50": dict(build=resnet50, size=224, batches=(1, 16), xla=(False, *ON_GPU),
                      xla_batches=(16,), recipe="conv5_block3_out"),
 }
 # Per model: which (batch, xla) pairs the methods section runs (the rest is Grad-CAM only).
@@ -137,7 +138,7 @@ METHOD_SETTINGS = {
     "tiny": [(8, False, "all")],
     "small": [(16, False, "all"), (16, True, "targeted")],
     "nested": [(16, False, "targeted")],
-    "resnet50": [(16, False, "targeted")],
+    "resnet50": [(16, False, "targeted")] + [(16, True, "targeted")] * len(ON_GPU),
 }
 
 
@@ -736,6 +737,7 @@ def parse(argv):
     parser.add_argument("--child-stream", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--child-first", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--child-peer", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child-scoremem", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = list(argv)
     if args.smoke:
@@ -778,6 +780,8 @@ def main(argv=None):
     if args.child_peer:
         name, tool, batch = args.child_peer
         return bench_more.child_peer(sys.modules[__name__], name, tool, int(batch))
+    if args.child_scoremem:
+        return bench_more.child_scoremem(sys.modules[__name__], *args.child_scoremem)
     MIN_SECONDS[0] = args.min_seconds
     start = time.perf_counter()
     info = machine()
@@ -814,6 +818,10 @@ def main(argv=None):
             old = f.read()
     if set(args.sections) <= set(bench_more.BLOCK_SECTIONS) and old:
         text = old  # only block sections ran: merge them into the existing report
+        analysis = os.path.join(HERE, "analysis.md")
+        if "\n## Analysis" in text and os.path.exists(analysis) and not args.smoke:
+            with open(analysis) as f:  # and refresh the analysis appended to it
+                text = text.partition("\n## Analysis")[0].rstrip("\n") + "\n\n\n" + f.read()
     else:
         write_results(args.results, report, info, args, seconds)
         with open(args.results) as f:

@@ -234,7 +234,8 @@ def section_dataset(report, args, bench) -> list[str]:
                  ratio <= 1.2, f"{result.count} maps")
     per_png = (png - no_png) / png_total
     return [f"{total} images {size}x{size} from a `tf.data` pipeline, batch 64: "
-            f"`model.predict` {t['predict']:.2f} s, `write_explanations` (maps to a `.npy` memmap, no PNG) "
+            f"`model.predict` {t['predict']:.2f} s, `write_explanations` (maps to a `.npy` "
+            f"memmap, no PNG) "
             f"{t['explain']:.2f} s: **{ratio:.2f}x** (median of {len(times['explain'])} paired "
             f"runs). Writing overlay PNGs (`out_dir=`) on {png_total} images: {png:.2f} s vs "
             f"{no_png:.2f} s without, i.e. {per_png * 1e3:.2f} ms per PNG "
@@ -320,3 +321,53 @@ def kept_blocks(text: str, skip) -> dict[str, list[str]]:
 
 TITLES = {"first": "First call (fresh process)", "peers": "keras-gradcam vs peers",
           "dataset": "Dataset throughput", "growth": "How cost grows (batch and image size)"}
+
+
+# ---- Score-CAM memory ----------------------------------------------------------------------
+
+
+def child_scoremem(bench, mode: str, limit: str) -> None:
+    """Peak RSS of ResNet50: the compiled forward pass over `mode` = "forward2"/"forward16"
+    images, or Score-CAM with all 2048 channels on 2 images (`batch_size=16`), watched for at
+    most `limit` seconds (every chunk of the scoring loop holds the same tensors, so the peak
+    is reached in the first chunks)."""
+    import threading
+
+    model = bench.resnet50()
+    if mode.startswith("forward"):
+        forward = bench.compiled_forward(model, False)
+        for _ in range(2):
+            forward(bench.images(int(mode[7:]), 224))
+        print(json.dumps({"peak_mib": peak_mib(), "done": True}))
+        return
+    cam = kgc.ScoreCAM(model, batch_size=16, jit_compile=False)
+    done = threading.Event()
+    threading.Thread(target=lambda: (cam(bench.images(2, 224)), done.set()), daemon=True).start()
+    finished = done.wait(float(limit))
+    print(json.dumps({"peak_mib": peak_mib(), "done": finished}), flush=True)
+    os._exit(0)  # the call may still run: leave without waiting for it
+
+
+def section_scoremem(report, args, bench) -> list[str]:
+    limit = "20" if args.smoke else "90"
+    runs = {mode: child(["--child-scoremem", mode, limit])
+            for mode in ("forward2", "forward16", "scorecam")}
+    if any("error" in r for r in runs.values()):
+        return [f"failed: {runs}"]
+    cam, f2, f16 = (runs[m]["peak_mib"] for m in ("scorecam", "forward2", "forward16"))
+    report.row("scoremem", "resnet50", 2, False, "peak RSS Score-CAM (2048 ch) / forward b=16",
+               None, "forward b=16", cam / f16, 1.5)
+    report.check("peak RSS Score-CAM all 2048 channels b=2 / forward (chunk of 16)", cam / f16,
+                 1.5, cam / f16 <= 1.5, f"{cam:.0f} vs {f16:.0f} MiB; forward b=2 {f2:.0f} MiB")
+    state = "finished" if runs["scorecam"]["done"] else f"first {limit} s of the call"
+    return [f"ResNet50 (weights=None), Score-CAM with all 2048 channels on 2 images, masked "
+            f"passes 16 at a time (`batch_size=16`), peak RSS ({state}), each in a fresh "
+            "process:", "", "| what | peak RSS MiB | Score-CAM / it |", "|---|---:|---:|",
+            f"| compiled forward, batch 2 | {f2:.0f} | {cam / f2:.2f}x |",
+            f"| compiled forward, batch 16 (one chunk) | {f16:.0f} | {cam / f16:.2f}x |",
+            f"| Score-CAM, 2 images x 2048 channels | {cam:.0f} | |"]
+
+
+BLOCK_SECTIONS = (*BLOCK_SECTIONS, "scoremem")
+SECTIONS["scoremem"] = section_scoremem
+TITLES["scoremem"] = "Score-CAM memory, all channels"
