@@ -52,14 +52,22 @@ import tensorflow as tf  # noqa: E402
 import keras_gradcam as kgc  # noqa: E402
 from keras_gradcam import iter_explanations, write_explanations  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_more  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ALL_SECTIONS = ("speed", "methods", "scorecam", "classes", "trace", "rss", "stream",
-                "callback")
+                "callback", *bench_more.BLOCK_SECTIONS)
+DEFAULT_SECTIONS = ALL_SECTIONS[:8]  # the block sections (bench_more) run when named
 TARGETS = {
     "gradcam_vs_forward": {"resnet50": 1.05, "small": 1.3},
     "method_vs_gradcam": 1.1,
     "rss": 1.2,
     "callback": 0.03,
+    "call_vs_forward": 1.15,  # at batch 1, 16, 64
+    "eigencam": 1.1,
+    "eigengradcam": 1.15,
+    "guided_vs_backprop": 1.1,
 }
 TARGETED_METHODS = ("gradcam++", "hirescam", "xgradcam", "layercam")
 # The `methods` section's constructor options per method, with its cost vs Grad-CAM measured on
@@ -110,6 +118,7 @@ def resnet50() -> keras.Model:
     return keras.applications.ResNet50(weights=None, input_shape=(224, 224, 3))
 
 
+ON_GPU = (True,) if tf.config.list_physical_devices("GPU") else ()  # XLA pays there
 # name -> builder, input size, batch sizes, XLA settings, batch sizes run with XLA on (each is
 # another XLA compilation), the layer for the keras.io recipe (None: it cannot run)
 MODELS = {
@@ -119,7 +128,7 @@ MODELS = {
                   xla_batches=(1, 16, 64), recipe="conv3"),
     "nested": dict(build=nested_model, size=96, batches=(16,), xla=(False, True),
                    xla_batches=(16,), recipe=None),
-    "resnet50": dict(build=resnet50, size=224, batches=(1, 16), xla=(False,),
+    "resnet50": dict(build=resnet50, size=224, batches=(1, 16), xla=(False, *ON_GPU),
                      xla_batches=(16,), recipe="conv5_block3_out"),
 }
 # Per model: which (batch, xla) pairs the methods section runs (the rest is Grad-CAM only).
@@ -129,7 +138,7 @@ METHOD_SETTINGS = {
     "tiny": [(8, False, "all")],
     "small": [(16, False, "all"), (16, True, "targeted")],
     "nested": [(16, False, "targeted")],
-    "resnet50": [(16, False, "targeted")],
+    "resnet50": [(16, False, "targeted")] + [(16, True, "targeted")] * len(ON_GPU),
 }
 
 
@@ -290,7 +299,10 @@ def section_speed(report, name, spec, args):
                 report.row("speed", name, batch, xla, "GradCAM call, no resize/normalise",
                            t["noresize"], "forward", t.ratio("noresize", "forward"))
             report.row("speed", name, batch, xla, "GradCAM.__call__ (public)", t["call"],
-                       "forward", t.ratio("call", "forward"), target if batch == 16 else None)
+                       "forward", t.ratio("call", "forward"), TARGETS["call_vs_forward"])
+            ratio = t.ratio("call", "forward")
+            report.check(f"public call / forward, {name} b={batch} xla={'on' if xla else 'off'}",
+                         ratio, TARGETS["call_vs_forward"], ratio <= TARGETS["call_vs_forward"])
             if target is not None and batch == 16:
                 ratio = t.ratio("call", "forward")
                 report.check(f"GradCAM call / forward, {name} b=16 xla={'on' if xla else 'off'}",
@@ -341,11 +353,22 @@ def section_methods(report, name, spec, args):
                 continue
             ratio = t.ratio("m", "gradcam")
             target = TARGETS["method_vs_gradcam"] if method in TARGETED_METHODS else None
+            target = TARGETS.get(method, target)
             label = method + "".join(f" ({k}={v})" for k, v in kwargs.items())
             report.row("methods", name, batch, xla, label, t["m"], "GradCAM", ratio, target)
             if target is not None:
                 report.check(f"{method} / GradCAM, {name} b={batch} xla={'on' if xla else 'off'}",
                              ratio, target, ratio <= target)
+        if which == "all" and {"guided-gradcam", "guided-backprop"} <= set(methods):
+            guided = kgc.GuidedBackprop(model, jit_compile=xla)
+            product = kgc.GuidedGradCAM(model, jit_compile=xla)
+            t = interleaved({"backprop": lambda x=x, g=guided: g(x),
+                             "product": lambda x=x, p=product: p(x)}, args.repeats)
+            ratio, target = t.ratio("product", "backprop"), TARGETS["guided_vs_backprop"]
+            report.row("methods", name, batch, xla, "guided-gradcam vs guided-backprop",
+                       t["product"], "guided-backprop", ratio, target)
+            report.check(f"guided-gradcam / guided-backprop, {name} b={batch}", ratio, target,
+                         ratio <= target)
 
 
 def section_scorecam(report, name, spec, args):
@@ -694,8 +717,9 @@ def parse(argv):
     parser.add_argument("--models", default="small,nested,resnet50",
                         help="comma list of: tiny, small, nested, resnet50")
     parser.add_argument("--methods", default="all", help="comma list of method names, or all")
-    parser.add_argument("--sections", default=",".join(ALL_SECTIONS),
-                        help=f"comma list of: {', '.join(ALL_SECTIONS)}")
+    parser.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma list of: {', '.join(ALL_SECTIONS)} (default: the first "
+                             "eight; the others replace their own block of the results file)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--min-seconds", type=float, default=3.0,
                         help="run each comparison at least this long (more rounds for fast "
@@ -711,6 +735,9 @@ def parse(argv):
                         help="where to write the Markdown report")
     parser.add_argument("--child-rss", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--child-stream", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child-first", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child-peer", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--child-scoremem", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.argv = list(argv)
     if args.smoke:
@@ -748,6 +775,13 @@ def main(argv=None):
     if args.child_stream:
         return child_stream(int(args.child_stream[0]), args.child_stream[1],
                             int(args.child_stream[2]))
+    if args.child_first:
+        return bench_more.child_first(sys.modules[__name__], *args.child_first)
+    if args.child_peer:
+        name, tool, batch = args.child_peer
+        return bench_more.child_peer(sys.modules[__name__], name, tool, int(batch))
+    if args.child_scoremem:
+        return bench_more.child_scoremem(sys.modules[__name__], *args.child_scoremem)
     MIN_SECONDS[0] = args.min_seconds
     start = time.perf_counter()
     info = machine()
@@ -772,9 +806,29 @@ def main(argv=None):
         section_stream(report, args)
     if "callback" in args.sections:
         section_callback(report, args)
+    blocks = {name: bench_more.SECTIONS[name](report, args, sys.modules[__name__])
+              for name in bench_more.BLOCK_SECTIONS if name in args.sections}
+    for lines in blocks.values():
+        print("\n".join(lines))
     seconds = time.perf_counter() - start
     print("\n" + report.table())
-    write_results(args.results, report, info, args, seconds)
+    old = ""
+    if os.path.exists(args.results):
+        with open(args.results) as f:
+            old = f.read()
+    if set(args.sections) <= set(bench_more.BLOCK_SECTIONS) and old:
+        text = old  # only block sections ran: merge them into the existing report
+        analysis = os.path.join(HERE, "analysis.md")
+        if "\n## Analysis" in text and os.path.exists(analysis) and not args.smoke:
+            with open(analysis) as f:  # and refresh the analysis appended to it
+                text = text.partition("\n## Analysis")[0].rstrip("\n") + "\n\n\n" + f.read()
+    else:
+        write_results(args.results, report, info, args, seconds)
+        with open(args.results) as f:
+            text = f.read()
+        blocks = {**bench_more.kept_blocks(old, blocks), **blocks}
+    with open(args.results, "w") as f:
+        f.write(bench_more.merge_blocks(text, blocks))
     print(f"wrote {args.results} ({seconds:.0f} s)")
     return report
 

@@ -7,6 +7,7 @@ import numpy as np
 
 from keras_gradcam.datasets import coloured_squares
 
+
 def trained_vit(seed: int = 0, samples: int = 3000, epochs: int = 6):
     """A keras-hub ViT (patch 4, 8 x 8 tokens + class token, 2 blocks) trained on
     `coloured_squares`. Returns `(model, held-out accuracy)`."""

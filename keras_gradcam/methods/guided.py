@@ -39,10 +39,20 @@ from keras_gradcam.model import ScoreModel, twin_with_activation, unchanged
 _FUSED = {"relu": {}, "relu6": {"max_value": 6.0}, "leaky_relu": {"negative_slope": 0.2}}
 
 
-def guided_relu_like(negative_slope=0.0, max_value=None, threshold=0.0):
+class GuideSwitch:
+    """Whether the guided activations built with it guide the gradients they pass (`on`,
+    default) or pass the plain gradient `f'(x) * upstream`. Read when a gradient is built, so
+    two `tape.gradient` calls over one forward pass can take one of each."""
+
+    def __init__(self):
+        self.on = True
+
+
+def guided_relu_like(negative_slope=0.0, max_value=None, threshold=0.0, switch=None):
     """`keras.activations.relu` with these arguments, with the guided gradient
     `1[upstream > 0] * f'(x) * upstream`, where `f'(x)` is 1 on `threshold < x < max_value`,
-    `negative_slope` for `x <= threshold` and 0 for `x >= max_value`."""
+    `negative_slope` for `x <= threshold` and 0 for `x >= max_value` (the plain gradient
+    `f'(x) * upstream` while a given `GuideSwitch` is off)."""
 
     @tf.custom_gradient
     def guided(x):
@@ -51,6 +61,8 @@ def guided_relu_like(negative_slope=0.0, max_value=None, threshold=0.0):
             slope = inside + negative_slope * (1 - inside)
             if max_value is not None:
                 slope = slope * tf.cast(x < max_value, upstream.dtype)
+            if switch is not None and not switch.on:
+                return upstream * slope
             return upstream * tf.cast(upstream > 0, upstream.dtype) * slope
 
         relu_args = {"negative_slope": negative_slope, "max_value": max_value}
@@ -87,7 +99,7 @@ class GuidedScoreModel(ScoreModel):
         ModelNotSupportedError: a subclassed model (or nested model) has no graph to rewire.
     """
 
-    def __init__(self, model, path, pre_activation=True):
+    def __init__(self, model, path, pre_activation=True, tokens=None):
         containers = [model] + [p[-1] for p in walk(model) if is_container(p[-1])]
         plain = [m.name for m in containers if not is_functional(m)]
         if plain:
@@ -104,8 +116,9 @@ class GuidedScoreModel(ScoreModel):
                 UserWarning,
                 stacklevel=4,
             )
-        super().__init__(model, path, pre_activation)
+        super().__init__(model, path, pre_activation, tokens)
         self._guided: dict[int, object] = {}
+        self.switch = GuideSwitch()
 
     def _substitute(self, op):
         if id(op) not in self._guided:
@@ -118,7 +131,7 @@ class GuidedScoreModel(ScoreModel):
         arguments = relu_arguments(op)
         if arguments is None:
             return op
-        guided = guided_relu_like(**arguments)
+        guided = guided_relu_like(**arguments, switch=self.switch)
         if isinstance(op, (keras.layers.ReLU, keras.layers.LeakyReLU, keras.layers.Activation)):
             return lambda x, *args, **kwargs: guided(x)
         return twin_with_activation(op, guided)
@@ -142,6 +155,40 @@ def guided_gradients(rule, model: GuidedScoreModel, inputs, ids, target, data, i
     if gradients is None:
         raise ModelNotSupportedError("The explained score does not depend on the image input.")
     return tf.cast(gradients, tf.float32), scores
+
+
+def guided_and_layer_gradients(rule, model: GuidedScoreModel, inputs, ids, target, data,
+                               image: int):
+    """One forward pass of the guided replay, two backward passes from the score: plain to the
+    layer (the ReLUs between it and the output pass the plain gradient, so `dA` is Grad-CAM's)
+    and guided to the image input.
+
+    Returns:
+        `(input gradients, activations, layer gradients, scores)`, float32 but the `Scores`.
+    """
+    leaves = keras.tree.flatten(inputs)
+    with tf.GradientTape(persistent=True, watch_accessed_variables=False) as tape:
+        tape.watch(leaves[image])
+
+        def watch(tensor):
+            tape.watch(tensor)
+            return tensor
+
+        activations, outputs = model(inputs, watch)
+        scores = rule(outputs, ids, target, data)
+    model.switch.on = False
+    try:
+        layer_gradients = tape.gradient(scores.scores, activations)
+    finally:
+        model.switch.on = True
+    gradients = tape.gradient(scores.scores, leaves[image])
+    if gradients is None or layer_gradients is None:
+        raise ModelNotSupportedError(
+            f"The explained score does not depend on the image input or on layer "
+            f"{model.path[-1].name!r}; pick a layer on the path to the explained output."
+        )
+    return (tf.cast(gradients, tf.float32), tf.cast(activations, tf.float32),
+            tf.cast(layer_gradients, tf.float32), scores)
 
 
 def centred_scale(x: tf.Tensor) -> tf.Tensor:

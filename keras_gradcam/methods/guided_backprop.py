@@ -6,10 +6,16 @@ import tensorflow as tf
 
 from keras_gradcam.explanation import IMAGE
 from keras_gradcam.inputs import require_image
+from keras_gradcam.maps import normalize_maps, resize_maps
 from keras_gradcam.methods.base import BaseCAM
-from keras_gradcam.methods.forward import Scores
+from keras_gradcam.methods.forward import Pass, Scores
 from keras_gradcam.methods.grad_cam import GradCAM
-from keras_gradcam.methods.guided import GuidedScoreModel, centred_scale, guided_gradients
+from keras_gradcam.methods.guided import (
+    GuidedScoreModel,
+    centred_scale,
+    guided_and_layer_gradients,
+    guided_gradients,
+)
 from keras_gradcam.methods.smoothing import Augmentation
 
 
@@ -23,7 +29,8 @@ class _Guided:
     result_kind = IMAGE
 
     def _build_guided(self):
-        self._guided_model = GuidedScoreModel(self.model, self.path, self.score == "logits")
+        self._guided_model = GuidedScoreModel(self.model, self.path, self.score == "logits",
+                                              self.tokens)
 
     def guided(self, inputs, ids, target, data) -> tuple[tf.Tensor, Scores]:
         augment = Augmentation(inputs) if self.aug_smooth else None
@@ -85,7 +92,24 @@ class GuidedGradCAM(_Guided, GradCAM):
         self._build_guided()
 
     def compute(self, inputs, ids, target, data, size, normalize: bool):
-        heatmaps, run = super().compute(inputs, ids, target, data, self.input_size(inputs), True)
-        grads = self.guided(inputs, run.ids[: tf.shape(ids)[0]], target, data)[0]
+        if self.aug_smooth or len(self.score_models) > 1:  # two passes: plain, then guided
+            heatmaps, run = super().compute(inputs, ids, target, data, self.input_size(inputs),
+                                            True)
+            grads = self.guided(inputs, run.ids[: tf.shape(ids)[0]], target, data)[0]
+        else:
+            grads, heatmaps, run = self.one_pass(inputs, ids, target, data)
         product = grads * heatmaps[..., None]
         return (centred_scale(product) if normalize else product), run
+
+    def one_pass(self, inputs, ids, target, data) -> tuple[tf.Tensor, tf.Tensor, Pass]:
+        """Guided gradients, normalised Grad-CAM maps and the run from one forward pass of
+        the guided replay (see `guided_and_layer_gradients`)."""
+        image = require_image(inputs, self.maps_rank(inputs), "Guided backpropagation")
+        model = self._guided_model
+        grads, activations, layer_grads, scores = guided_and_layer_gradients(
+            self.score_rule, model, inputs, ids, target, data, image)
+        run = Pass(inputs, activations, layer_grads, scores.scores, scores.ids,
+                   scores.class_scores, scores.probabilities, target, data, model,
+                   self.score_rule)
+        maps = resize_maps(tf.nn.relu(self.layer_maps(run)), self.input_size(inputs))
+        return grads, normalize_maps(maps), run

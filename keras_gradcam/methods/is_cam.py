@@ -39,8 +39,8 @@ class ISCAM(ScoreCAM):
         self.samples = check_positive_int(samples, "samples")
         super().__init__(model, layer, **kwargs)
 
-    def mask_scores(self, run: Pass, masks: tf.Tensor) -> tf.Tensor:
-        def scaled(masks, step):
+    def mask_scores(self, run: Pass, activations: tf.Tensor, size) -> tf.Tensor:
+        def scaled(masks, channel, step):
             return masks * (tf.cast(step + 1, masks.dtype) / self.samples)
 
-        return averaged_scores(run, masks, self.batch_size, self.samples, scaled)
+        return averaged_scores(run, activations, size, self.batch_size, self.samples, scaled)

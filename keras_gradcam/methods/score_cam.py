@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras_gradcam.inputs import check_positive_int, require_image
 from keras_gradcam.maps import weighted_sum
 from keras_gradcam.methods.base import BaseCAM, Pass
-from keras_gradcam.methods.masking import channel_masks, masked_scores
+from keras_gradcam.methods.masking import masked_scores
 
 
 class ScoreCAM(BaseCAM):
@@ -56,14 +56,14 @@ class ScoreCAM(BaseCAM):
             activations = tf.gather(activations, chosen, axis=-1, batch_dims=1)
         index = require_image(run.inputs, activations.shape.rank - 2, "Score-CAM")
         size = tuple(keras.tree.flatten(run.inputs)[index].shape[1 : activations.shape.rank - 1])
-        masks = channel_masks(activations, size)
-        weights = tf.nn.softmax(self.mask_scores(run, masks), axis=-1)
+        weights = tf.nn.softmax(self.mask_scores(run, activations, size), axis=-1)
         return weighted_sum(weights, activations)
 
-    def mask_scores(self, run: Pass, masks: tf.Tensor) -> tf.Tensor:
-        """Scores `(batch, channels)` of the inputs masked by `masks` `(batch, channels, *size)`;
+    def mask_scores(self, run: Pass, activations: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
+        """Scores `(batch, channels)` of the inputs masked by each channel of `activations`
+        upsampled to `size` (masks built `batch_size` at a time, see `masking.pair_masks`);
         SS-CAM and IS-CAM average them over several variations of each mask."""
-        return masked_scores(run, masks, self.batch_size)
+        return masked_scores(run, activations, size, self.batch_size)
 
 
 def top_variance_channels(activations: tf.Tensor, count: int | None) -> tf.Tensor:

@@ -51,8 +51,9 @@ class SSCAM(ScoreCAM):
         """The noise `e_j` (before `sigma`) added to the masks `(channels, *size)` in draw `j`."""
         return draw_noise(shape, self.seed, draw)
 
-    def mask_scores(self, run: Pass, masks: tf.Tensor) -> tf.Tensor:
-        def noisy(masks, draw):
-            return masks + self.sigma * self.mask_noise(masks.shape[1:], draw)[None]
+    def mask_scores(self, run: Pass, activations: tf.Tensor, size) -> tf.Tensor:
+        def noisy(masks, channel, draw):
+            noise = self.mask_noise((activations.shape[-1], *size), draw)
+            return masks + self.sigma * tf.gather(noise, channel)
 
-        return averaged_scores(run, masks, self.batch_size, self.samples, noisy)
+        return averaged_scores(run, activations, size, self.batch_size, self.samples, noisy)
