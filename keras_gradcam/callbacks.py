@@ -92,9 +92,8 @@ class GradCAMCallback(keras.callbacks.Callback):
             the probe images (min-max scaled when they have negative values).
         masks: Optional objects, bool masks `(n, H, W)` at the model input's size or boxes
             `(n, 4)` as `(y0, x0, y1, x1)` pixels, for the energy and pointing-game scalars.
-        method: A method name (any name `keras_gradcam.get_method` knows) or a `BaseCAM`
-            subclass. Defaults to `"auto"`: Grad-CAM, or element-wise Grad-CAM on a vision
-            transformer's tokens (see `keras_gradcam.methods.method_for`).
+        method: A method name (see `keras_gradcam.get_method`) or a `BaseCAM` subclass.
+            Defaults to `"auto"` (Grad-CAM; on transformers element-wise, see `method_for`).
         layer: The layer to explain, as for `GradCAM`; `None` (default) takes the last layer
             with a spatial output.
         freq: Log every `freq` epochs (epochs 0, freq, 2*freq, ...). Defaults to 1.
