@@ -309,7 +309,7 @@ def merge_blocks(text: str, blocks: dict[str, list[str]]) -> str:
 def kept_blocks(text: str, skip) -> dict[str, list[str]]:
     """The blocks of `text` not in `skip`, as `merge_blocks` takes them."""
     out = {}
-    for name in BLOCK_SECTIONS:
+    for name in re.findall(r"<!-- section:(\w+) -->", text):  # bench_vit.py's block too
         if name in skip:
             continue
         found = re.search(rf"<!-- section:{name} -->\n## [^\n]*\n\n(.*?)\n<!-- /section:{name} "
@@ -320,7 +320,8 @@ def kept_blocks(text: str, skip) -> dict[str, list[str]]:
 
 
 TITLES = {"first": "First call (fresh process)", "peers": "keras-gradcam vs peers",
-          "dataset": "Dataset throughput", "growth": "How cost grows (batch and image size)"}
+          "dataset": "Dataset throughput", "growth": "How cost grows (batch and image size)",
+          "vit": "Vision transformer (ViT-B/16 size)"}
 
 
 # ---- Score-CAM memory ----------------------------------------------------------------------

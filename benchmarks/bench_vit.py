@@ -4,7 +4,8 @@ keras-hub's `ViTImageClassifier` with ViT-B/16's configuration (224 x 224, patch
 blocks of width 768, 1000 classes), random weights (presets cannot be downloaded here),
 batch 8. The compared calls run interleaved round by round; a ratio is the median over rounds
 of the two times measured in the same round. The result replaces the "Vision transformer"
-section of `benchmarks/RESULTS.md` (between its markers), or is printed with `--print`.
+section of `benchmarks/RESULTS.md` (its `<!-- section:vit -->` block, which the main benchmark
+keeps), or is printed with `--print`.
 
     python benchmarks/bench_vit.py [--repeats 7] [--batch 8] [--print]
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -21,11 +21,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from bench_more import merge_blocks  # noqa: E402
 
 import keras_gradcam as kgc  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BEGIN, END = "<!-- vit: begin -->", "<!-- vit: end -->"
 
 
 def vit_b16(size: int = 224, classes: int = 1000) -> keras.Model:
@@ -74,12 +74,9 @@ def measure(batch: int, rounds: int, jit: bool) -> list[tuple[str, float, float]
     return rows
 
 
-def section(results: dict, batch: int, rounds: int, seconds: float) -> str:
+def section(results: dict, batch: int, rounds: int, seconds: float) -> list[str]:
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     lines = [
-        BEGIN,
-        "## Vision transformer (ViT-B/16 size)",
-        "",
         f"`python benchmarks/bench_vit.py` ({seconds / 60:.1f} minutes, "
         f"{time.strftime('%Y-%m-%d %H:%M')}, load average at the end {load}): keras-hub "
         f"`ViTImageClassifier` with ViT-B/16's configuration, random weights, 224 x 224, batch "
@@ -95,8 +92,7 @@ def section(results: dict, batch: int, rounds: int, seconds: float) -> str:
                 lines.append(f"| {'on' if jit else 'off'} | {name} | | |")
             else:
                 lines.append(f"| {'on' if jit else 'off'} | {name} | {ms:.0f} | {ratio:.2f}x |")
-    lines.append(END)
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv=None) -> None:
@@ -109,16 +105,14 @@ def main(argv=None) -> None:
     begin = time.perf_counter()
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
     results = {jit: measure(args.batch, args.repeats, jit) for jit in modes}
-    text = section(results, args.batch, args.repeats, time.perf_counter() - begin)
-    print(text)
+    lines = section(results, args.batch, args.repeats, time.perf_counter() - begin)
+    print("\n".join(lines))
     if args.print:
         return
     path = os.path.join(HERE, "RESULTS.md")
     old = open(path).read() if os.path.exists(path) else ""
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    new = pattern.sub(lambda _: text, old) if pattern.search(old) else old.rstrip() + "\n\n" + text
     with open(path + ".tmp", "w") as f:
-        f.write(new.rstrip() + "\n")
+        f.write(merge_blocks(old, {"vit": lines}).rstrip() + "\n")
     os.replace(path + ".tmp", path)
 
 
