@@ -49,7 +49,7 @@ def test_trained_vit_default_explanation_points_at_the_coloured_square():
     default = method_for(model)(model)(images, labels)
     gradcam = kgc.GradCAM(model)(images, labels)
     pointing = vit_training.pointing_game(default, boxes)
-    # measured 0.385 and 0.26 on seeds 0 and 1 (Grad-CAM: 0.065, 0.105; chance 0.0625)
+    # measured 0.385 / 0.26 / 0.49 / 0.63 on seeds 0-3 (Grad-CAM: 0.065 / 0.105 / 0.145 / 0.565)
     assert pointing >= 3 * chance
     assert pointing > vit_training.pointing_game(gradcam, boxes)
 
