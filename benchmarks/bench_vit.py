@@ -7,7 +7,8 @@ of the two times measured in the same round. The result replaces the "Vision tra
 section of `benchmarks/RESULTS.md` (its `<!-- section:vit -->` block, which the main benchmark
 keeps), or is printed with `--print`.
 
-    python benchmarks/bench_vit.py [--repeats 7] [--batch 8] [--print]
+    python benchmarks/bench_vit.py [--repeats 7] [--batch 8] [--xla off|on|both] [--print]
+    python benchmarks/bench_vit.py --tiny --repeats 1 --batch 2     # a smoke run, prints only
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ import keras_gradcam as kgc  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def vit_b16(size: int = 224, classes: int = 1000) -> keras.Model:
+def vit_b16(size: int = 224, classes: int = 1000, tiny: bool = False) -> keras.Model:
+    """ViT-B/16's configuration (or, with `tiny`, 2 narrow blocks for a smoke run)."""
     import keras_hub
 
     keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.ViTBackbone(
-        image_shape=(size, size, 3), patch_size=16, num_layers=12, num_heads=12,
-        hidden_dim=768, mlp_dim=3072)
+    width = dict(num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64) if tiny else dict(
+        num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072)
+    backbone = keras_hub.models.ViTBackbone(image_shape=(size, size, 3), patch_size=16, **width)
     return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=classes)
 
 
@@ -51,8 +53,9 @@ def paired(fns: dict, rounds: int) -> dict[str, list[float]]:
     return times
 
 
-def measure(batch: int, rounds: int, jit: bool) -> list[tuple[str, float, float]]:
-    model = vit_b16()
+def measure(batch: int, rounds: int, jit: bool,
+            tiny: bool = False) -> list[tuple[str, float, float]]:
+    model = vit_b16(tiny=tiny)
     x = np.random.default_rng(0).random((batch, 224, 224, 3), dtype=np.float32)
     tensor = tf.constant(x)
     forward = tf.function(lambda v: model(v, training=False), jit_compile=jit)
@@ -101,13 +104,14 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--xla", choices=["off", "on", "both"], default="off")
     parser.add_argument("--print", action="store_true", help="print, do not write RESULTS.md")
+    parser.add_argument("--tiny", action="store_true", help="2 narrow blocks: a smoke run")
     args = parser.parse_args(argv)
     begin = time.perf_counter()
     modes = {"off": [False], "on": [True], "both": [False, True]}[args.xla]
-    results = {jit: measure(args.batch, args.repeats, jit) for jit in modes}
+    results = {jit: measure(args.batch, args.repeats, jit, args.tiny) for jit in modes}
     lines = section(results, args.batch, args.repeats, time.perf_counter() - begin)
     print("\n".join(lines))
-    if args.print:
+    if args.print or args.tiny:
         return
     path = os.path.join(HERE, "RESULTS.md")
     old = open(path).read() if os.path.exists(path) else ""

@@ -1,6 +1,7 @@
 """A smoke run of the benchmark script: tiny model, one repeat, results to a temporary file."""
 
 import os
+import re
 import subprocess
 import sys
 
@@ -50,3 +51,13 @@ def test_bad_options_fail_clearly():
     out = run("--models", "vgg99", "--results", os.devnull, timeout=120)
     assert out.returncode != 0
     assert "unknown models ['vgg99']" in out.stderr
+
+
+def test_vit_benchmark_smoke_run_prints_its_block():
+    pytest.importorskip("keras_hub")
+    script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "bench_vit.py")
+    result = subprocess.run([sys.executable, script, "--tiny", "--repeats", "1", "--batch", "2"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert re.search(r"\| off \| GradCAM call \(public\) \| \d+ \| \d+\.\d\dx \|", result.stdout)
+    assert "token grid inferred: TokenGrid(prefix=1, grid=(14, 14))" in result.stdout
