@@ -1,5 +1,5 @@
 """A tiny ViT trained on CPU on generated images whose class is the colour of one square at a
-random position (the evidence region is known): shared by the slow test and the notebook."""
+random position (the evidence region is known), as notebook 05 trains it."""
 
 from __future__ import annotations
 
