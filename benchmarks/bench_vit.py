@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from bench_explain import interleaved  # noqa: E402
 from bench_more import merge_blocks  # noqa: E402
 
 import keras_gradcam as kgc  # noqa: E402
@@ -38,19 +39,6 @@ def vit_b16(size: int = 224, classes: int = 1000, tiny: bool = False) -> keras.M
         num_layers=12, num_heads=12, hidden_dim=768, mlp_dim=3072)
     backbone = keras_hub.models.ViTBackbone(image_shape=(size, size, 3), patch_size=16, **width)
     return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=classes)
-
-
-def paired(fns: dict, rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each function, interleaved round by round, after a warm-up."""
-    for fn in fns.values():
-        fn()
-    times = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return times
 
 
 def measure(batch: int, rounds: int, jit: bool,
@@ -72,12 +60,9 @@ def measure(batch: int, rounds: int, jit: bool,
            "GradCAM compiled step only": lambda: step(
                cam.prepare_inputs(x)[0], *ids_data)["heatmaps"].numpy()}
     fns.update({name: (lambda e=e: e(x)) for name, e in explainers.items()})
-    times = paired(fns, rounds)
-    base = np.asarray(times["compiled forward"])
-    rows = []
-    for name, t in times.items():
-        ratio = float(np.median(np.asarray(t) / base)) if name != "compiled forward" else 1.0
-        rows.append((name, float(np.median(t)) * 1e3, ratio))
+    timings = interleaved(fns, rounds)
+    rows = [(name, seconds * 1e3, timings.ratio(name, "compiled forward"))
+            for name, seconds in timings.items()]
     grid = cam.token_grid
     rows.append((f"token grid inferred: {grid}", float("nan"), float("nan")))
     return rows

@@ -40,15 +40,16 @@ def is_image(x, spatial_rank: int = 2, *, floating: bool = False, channels: bool
     return not floating or tf.as_dtype(x.dtype).is_floating
 
 
-def image_index(inputs, spatial_rank: int = 2, *, floating: bool = False) -> int | None:
+def image_index(inputs, spatial_rank: int = 2, *, floating: bool = False,
+                channels_only: bool = False) -> int | None:
     """Index in `keras.tree.flatten(inputs)` of the image input (tensors or specs), or None.
 
     The image input is the first of shape `(batch, *spatial, channels)` with `spatial_rank`
-    spatial axes; failing that, the first `(batch, *spatial)` (grayscale without a channel
-    axis).
+    spatial axes; failing that (unless `channels_only`), the first `(batch, *spatial)`
+    (grayscale without a channel axis).
     """
     leaves = keras.tree.flatten(inputs)
-    for channels in (True, False):
+    for channels in (True,) if channels_only else (True, False):
         for index, x in enumerate(leaves):
             if is_image(x, spatial_rank, floating=floating, channels=channels):
                 return index

@@ -19,6 +19,7 @@ import keras
 
 from keras_gradcam.errors import ModelNotSupportedError, NotSpatialLayerError
 from keras_gradcam.graph import LayerPath, is_container, is_functional
+from keras_gradcam.inputs import image_index, spatial_size
 from keras_gradcam.tokens import TokenGrid, patch_embedding
 
 Capture = Callable  # tensor -> tensor; called on the target layer's output
@@ -257,12 +258,9 @@ class ScoreModel:
 
 
 def _image_size(inputs) -> tuple[int, int] | None:
-    """`(height, width)` of the first input with two spatial axes and a static size."""
-    for leaf in keras.tree.flatten(inputs):
-        shape = getattr(leaf, "shape", None)
-        if shape is not None and len(shape) == 4 and None not in tuple(shape[1:3]):
-            return int(shape[1]), int(shape[2])
-    return None
+    """`(height, width)` of the image input `(batch, H, W, C)`, if any (`inputs.image_index`)."""
+    index = image_index(inputs, 2, channels_only=True)
+    return None if index is None else spatial_size(inputs, 2)
 
 
 def _linear_call(layer):

@@ -35,3 +35,17 @@ def small_cnn(classes: int = 5, activation: str | None = "softmax", size: int = 
 @pytest.fixture
 def cnn():
     return small_cnn()
+
+
+def first_component_reference(x):
+    """Eigen-CAM's map from a float64 SVD per sample (the first right singular vector of the
+    centred `(positions, channels)` matrix), signed so that `mean . v >= 0`."""
+    out = []
+    for sample in np.asarray(x, np.float64):
+        flat = sample.reshape(-1, sample.shape[-1])
+        mean = flat.mean(axis=0)
+        centred = flat - mean
+        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
+        axis = -axis if mean @ axis < 0 else axis
+        out.append((centred @ axis).reshape(sample.shape[:-1]))
+    return np.stack(out)

@@ -6,22 +6,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import first_component_reference
 
 import keras_gradcam as kgc
 from keras_gradcam.methods.smoothing import first_component, principal_axis
-
-
-def svd_first_component(x):
-    """The previous implementation: a float64 SVD per sample, sign so that `mean . v >= 0`."""
-    out = []
-    for sample in np.asarray(x, np.float64):
-        flat = sample.reshape(-1, sample.shape[-1])
-        mean = flat.mean(axis=0)
-        centred = flat - mean
-        axis = np.linalg.svd(centred, full_matrices=False)[2][0]
-        axis = -axis if mean @ axis < 0 else axis
-        out.append((centred @ axis).reshape(sample.shape[:-1]))
-    return np.stack(out)
 
 
 def relu_features(shape, seed=0):
@@ -55,7 +43,7 @@ def scaled(maps):
 @pytest.mark.parametrize("shape", [(4, 16, 16, 128), (3, 7, 7, 256), (2, 5, 5, 8), (2, 1, 6, 3)])
 def test_first_component_equals_the_svd_reference(shape):
     x = relu_features(shape)
-    expected = svd_first_component(x)
+    expected = first_component_reference(x)
     got = first_component(tf.constant(x)).numpy()
     np.testing.assert_allclose(scaled(got), scaled(expected), atol=1e-5)
     np.testing.assert_allclose(got, expected, atol=1e-5 * np.abs(expected).max())
@@ -64,7 +52,7 @@ def test_first_component_equals_the_svd_reference(shape):
 @pytest.mark.parametrize("ratio", [0.3, 0.9, 0.995])
 def test_first_component_near_a_tie_equals_the_svd_reference(ratio):
     x = spectrum((2, 40, 24), ratio)
-    expected = svd_first_component(x)
+    expected = first_component_reference(x)
     np.testing.assert_allclose(scaled(first_component(tf.constant(x)).numpy()), scaled(expected),
                                atol=1e-5)
 
@@ -93,7 +81,7 @@ def test_eigen_methods_match_the_svd_reference_on_a_cnn():
     model = keras.Model(inputs, keras.layers.Dense(4)(x))
     images = np.random.default_rng(1).random((3, 32, 32, 3)).astype(np.float32)
     features = keras.Model(inputs, model.get_layer("features").output)(images).numpy()
-    expected = np.maximum(svd_first_component(features), 0)
+    expected = np.maximum(first_component_reference(features), 0)
     got = kgc.EigenCAM(model, "features")(images, resize=False, normalize=False)
     np.testing.assert_allclose(got, expected, atol=1e-5 * expected.max())
 
@@ -125,10 +113,15 @@ def test_guided_gradcam_in_one_pass_equals_two_passes(targets):
 
 @pytest.mark.parametrize("size", [(16, 16), (9, 13)])
 def test_score_cam_masks_per_chunk_equal_the_masks_built_at_once(size):
-    from keras_gradcam.methods.masking import channel_masks, pair_masks
+    from keras_gradcam.maps import resize_maps
+    from keras_gradcam.methods.masking import pair_masks
 
     activations = tf.constant(relu_features((3, 4, 5, 6)))
-    every = channel_masks(activations, size).numpy()  # (3, 6, *size): what was built before
+    # What was built before: every channel of every sample upsampled and min-max scaled at once.
+    every = resize_maps(tf.reshape(tf.transpose(activations, [0, 3, 1, 2]), [-1, 4, 5]), size)
+    every = tf.reshape(every, [3, 6, *size]).numpy()
+    low, high = every.min(axis=(2, 3), keepdims=True), every.max(axis=(2, 3), keepdims=True)
+    every = np.divide(every - low, high - low, out=np.zeros_like(every), where=high > low)
     sample, channel = tf.constant([0, 2, 1, 2, 0]), tf.constant([5, 0, 3, 3, 1])
     got = pair_masks(activations, sample, channel, size).numpy()
     np.testing.assert_allclose(got, every[sample.numpy(), channel.numpy()], atol=1e-7)

@@ -10,25 +10,6 @@ from keras_gradcam.maps import resize_maps
 from keras_gradcam.model import unchanged
 
 
-def channel_masks(activations: tf.Tensor, size: tuple[int, ...]) -> tf.Tensor:
-    """Each channel upsampled to `size` and min-max scaled into [0, 1] (constant -> 0).
-
-    Args:
-        activations: `(batch, *spatial, channels)`.
-
-    Returns:
-        `(batch, channels, *size)`.
-    """
-    rank, channels = activations.shape.rank, activations.shape[-1]
-    x = tf.transpose(activations, [0, rank - 1, *range(1, rank - 1)])
-    x = resize_maps(tf.reshape(x, [-1, *activations.shape[1:-1]]), size)
-    x = tf.reshape(x, [-1, channels, *size])
-    axes = list(range(2, x.shape.rank))
-    low = tf.reduce_min(x, axis=axes, keepdims=True)
-    high = tf.reduce_max(x, axis=axes, keepdims=True)
-    return tf.math.divide_no_nan(x - low, high - low)
-
-
 def pair_scores(run, count: int, chunk: int, perturb) -> tf.Tensor:
     """The explained score of every (sample, slot) pair of a run: `(batch, count)`.
 
